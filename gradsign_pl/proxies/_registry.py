@@ -1,0 +1,68 @@
+"""Registry of zero-cost proxies, shaped like timm's model registry: register by decorator, build by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from gradsign_pl.proxies._result import ProxyResult
+
+ProxyFn = Callable[..., ProxyResult]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyInfo:
+    """A registered proxy: its name, function and what it needs.
+
+    Attributes:
+        name: registry name.
+        fn: ``fn(model, inputs, targets, **options) -> ProxyResult``.
+        per_sample: whether it needs per-sample gradients (uses the shared engine).
+        doc: first line of the function's docstring.
+    """
+
+    name: str
+    fn: ProxyFn
+    per_sample: bool = False
+    doc: str = ""
+
+
+_PROXIES: dict[str, ProxyInfo] = {}
+
+
+def register_proxy(name: str, *, per_sample: bool = False) -> Callable[[ProxyFn], ProxyFn]:
+    """Decorator: register ``fn`` under ``name`` (a name can be registered once)."""
+
+    def decorate(fn: ProxyFn) -> ProxyFn:
+        if name in _PROXIES:
+            raise ValueError(f"a proxy named {name!r} is already registered ({_PROXIES[name].fn.__module__})")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _PROXIES[name] = ProxyInfo(name, fn, per_sample, doc[0] if doc else "")
+        return fn
+
+    return decorate
+
+
+def list_proxies(filter: str = "*") -> list[str]:
+    """Sorted names of the registered proxies matching the shell-style pattern ``filter``."""
+    return sorted(n for n in _PROXIES if fnmatch.fnmatch(n, filter))
+
+
+def get_proxy(name: str) -> ProxyInfo:
+    """The registered proxy ``name``; an unknown name is a ``KeyError`` listing the closest names."""
+    try:
+        return _PROXIES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_PROXIES), n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise KeyError(f"unknown proxy {name!r}; {hint}registered: {', '.join(list_proxies())}") from None
+
+
+def score(name: str, model: nn.Module, inputs: Tensor, targets: Tensor, **options: Any) -> ProxyResult:
+    """Score ``model`` on one mini-batch with the proxy registered as ``name``."""
+    return get_proxy(name).fn(model, inputs, targets, **options)

@@ -1,0 +1,177 @@
+"""The NAS-Bench-201 cell search space: arch strings and the exact benchmark network.
+
+An NB-201 cell is a DAG of 4 nodes; each of its 6 edges (j -> i, j < i) carries one of five operations. An arch
+string lists them node by node, e.g. ``|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|...|``
+(``op~j`` is the edge from node j into the node of that group). The network (``TinyNetwork`` of the benchmark):
+a 3x3 conv stem with 16 channels and BatchNorm, three stages of 5 cells with C = 16, 32, 64 separated by
+residual reduction blocks, then BatchNorm-ReLU, global average pooling and a linear classifier.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+"""Operations in NB-201 order (the order used to enumerate the 15625 architectures)."""
+
+N_EDGES = 6
+Genotype = tuple[tuple[tuple[str, int], ...], ...]
+
+
+def parse_arch(arch: str) -> Genotype:
+    """Parse an NB-201 arch string into ``((op, j),), ((op, j), (op, j)), ((op, j), (op, j), (op, j))``."""
+    if not isinstance(arch, str):
+        raise TypeError(f"an NB-201 arch must be a string like '|nor_conv_3x3~0|+|...|', got {type(arch).__name__}")
+    nodes = []
+    groups = arch.split("+")
+    if len(groups) != 3:
+        raise ValueError(f"an NB-201 arch string has 3 '+'-separated node groups, got {len(groups)} in {arch!r}")
+    for i, group in enumerate(groups, start=1):
+        items = [s for s in group.split("|") if s]
+        if len(items) != i:
+            raise ValueError(f"node {i} of an NB-201 arch needs {i} incoming edges, got {len(items)} in {arch!r}")
+        edges = []
+        for j_expected, item in enumerate(items):
+            op, _, j = item.partition("~")
+            if op not in OPS:
+                raise ValueError(f"unknown NB-201 operation {op!r} in {arch!r}; valid: {', '.join(OPS)}")
+            if not j.isdigit() or int(j) != j_expected:
+                raise ValueError(f"edge {item!r} of node {i} must come from node {j_expected} in {arch!r}")
+            edges.append((op, int(j)))
+        nodes.append(tuple(edges))
+    return tuple(nodes)
+
+
+def arch_from_ops(ops: Sequence[str]) -> str:
+    """Arch string of the 6 edge operations in string order (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2)."""
+    if len(ops) != N_EDGES:
+        raise ValueError(f"an NB-201 cell has {N_EDGES} edges, got {len(ops)} operations")
+    for op in ops:
+        if op not in OPS:
+            raise ValueError(f"unknown NB-201 operation {op!r}; valid: {', '.join(OPS)}")
+    a, b, c, d, e, f = ops
+    return f"|{a}~0|+|{b}~0|{c}~1|+|{d}~0|{e}~1|{f}~2|"
+
+
+def ops_of(arch: str) -> tuple[str, ...]:
+    """The 6 edge operations of an arch string, in string order."""
+    return tuple(op for node in parse_arch(arch) for op, _ in node)
+
+
+def all_archs() -> list[str]:
+    """All 5^6 = 15625 arch strings (edge-major product over :data:`OPS`)."""
+    return [arch_from_ops(ops) for ops in itertools.product(OPS, repeat=N_EDGES)]
+
+
+# --------------------------------------------------------------------------------------------- network
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> Conv2d (no bias) -> BatchNorm2d, the NB-201 convolution unit."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+class Zero(nn.Module):
+    """The ``none`` operation: multiplies by zero (keeps the graph and the shape)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mul(0.0)
+
+
+def _op(name: str, channels: int) -> nn.Module:
+    if name == "none":
+        return Zero()
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(channels, channels, 1, 1, 0)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(channels, channels, 3, 1, 1)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise ValueError(f"unknown NB-201 operation {name!r}")
+
+
+class Cell(nn.Module):
+    """One NB-201 cell (``InferCell``): node i = sum over j < i of op_ji(node j); output = node 3."""
+
+    def __init__(self, genotype: Genotype, channels: int) -> None:
+        super().__init__()
+        self.edges = nn.ModuleList()
+        self.sources: list[list[int]] = []
+        for node in genotype:
+            self.sources.append([j for _, j in node])
+            for op, _ in node:
+                self.edges.append(_op(op, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        nodes = [x]
+        k = 0
+        for sources in self.sources:
+            total = None
+            for j in sources:
+                y = self.edges[k](nodes[j])
+                total = y if total is None else total + y
+                k += 1
+            nodes.append(total)
+        return nodes[-1]
+
+
+class ResidualReduction(nn.Module):
+    """NB-201's reduction block (``ResNetBasicblock`` with stride 2): two ReLUConvBN 3x3 + avgpool/1x1 shortcut."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2, 1)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1, 1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0), nn.Conv2d(c_in, c_out, 1, bias=False)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class NB201Network(nn.Module):
+    """The NAS-Bench-201 network for one arch string; ``forward`` returns logits.
+
+    Args:
+        arch: NB-201 arch string.
+        num_classes: classifier outputs (10 for CIFAR-10, 100 for CIFAR-100, 120 for ImageNet16-120).
+        channels: stem / first-stage width C (16 in the benchmark).
+        cells_per_stage: cells per stage N (5 in the benchmark).
+        in_chans: input image channels.
+    """
+
+    def __init__(
+        self, arch: str, num_classes: int = 10, *, channels: int = 16, cells_per_stage: int = 5, in_chans: int = 3
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        genotype = parse_arch(arch)
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+        layers: list[nn.Module] = []
+        c = channels
+        for stage in range(3):
+            if stage > 0:
+                layers.append(ResidualReduction(c, c * 2))
+                c *= 2
+            layers.extend(Cell(genotype, c) for _ in range(cells_per_stage))
+        self.cells = nn.Sequential(*layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.lastact(self.cells(self.stem(x)))
+        return self.classifier(torch.flatten(self.global_pooling(x), 1))
