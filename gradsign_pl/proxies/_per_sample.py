@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 LossFn = Callable[[Any, Tensor], Tensor]
 ParamSelection = Union[Literal["weights", "all"], Callable[[str, nn.Parameter], bool]]
@@ -393,7 +394,9 @@ class PerSampleGradients:
 
     def _vmap_chunk(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         fn = vmap(grad(self._loss_one), in_dims=(None, 0, 0), randomness="different")
-        return fn(self._params, x, y)
+        # the fused attention kernels have no vmap rule (vmap would loop over samples); the math one does
+        with sdpa_kernel(SDPBackend.MATH):
+            return fn(self._params, x, y)
 
     def _loop_chunk(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         params = {k: v.clone().requires_grad_(True) for k, v in self._params.items()}
