@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-"""Operations in NB-201 order (the order used to enumerate the 15625 architectures)."""
+"""The five NB-201 operations, in the benchmark's operation-index order."""
 
 N_EDGES = 6
 Genotype = tuple[tuple[tuple[str, int], ...], ...]
@@ -63,7 +63,10 @@ def ops_of(arch: str) -> tuple[str, ...]:
 
 
 def all_archs() -> list[str]:
-    """All 5^6 = 15625 arch strings (edge-major product over :data:`OPS`)."""
+    """All 5^6 = 15625 arch strings, in product order over :data:`OPS` (edge 1<-0 slowest).
+
+    This is *not* the benchmark's index order, which is only defined by the benchmark's own table.
+    """
     return [arch_from_ops(ops) for ops in itertools.product(OPS, repeat=N_EDGES)]
 
 
