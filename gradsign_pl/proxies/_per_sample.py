@@ -321,10 +321,12 @@ def _fix_batch_statistics(module: nn.Module, bns: list, inputs: Tensor) -> Any:
 
 def check_output_and_loss(output: Any, targets: Tensor, loss_fn: LossFn) -> None:
     """Validate targets against the model output and that ``loss_fn`` gives one scalar for one sample."""
-    if isinstance(output, Tensor) and output.ndim == 2 and not targets.is_floating_point() and targets.ndim == 1:
+    classification = loss_fn in (F.cross_entropy, F.nll_loss) or isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
+    if classification and isinstance(output, Tensor) and output.ndim == 2 and targets.ndim == 1:
         n_out = output.shape[1]
-        lo, hi = int(targets.min()), int(targets.max())
-        if loss_fn in (F.cross_entropy, F.nll_loss) and (lo < 0 or hi >= n_out):
+        labels = targets[targets != getattr(loss_fn, "ignore_index", -100)]
+        lo, hi = (int(labels.min()), int(labels.max())) if labels.numel() else (0, 0)
+        if not targets.is_floating_point() and (lo < 0 or hi >= n_out):
             raise ValueError(
                 f"targets must be class indices in [0, {n_out}) for a model with {n_out} outputs, "
                 f"got values from {lo} to {hi}; build the model with num_classes={max(hi + 1, n_out)} "

@@ -310,6 +310,11 @@ def cnn_batch():
         (lambda m, x, y: gradsign(m, (x * 255).to(torch.uint8), y), TypeError, "floating point.*float"),
         (lambda m, x, y: gradsign(m, x, y + 10), ValueError, r"class indices in \[0, 10\).*from 1\d to 1\d"),
         (lambda m, x, y: gradsign(m, x, y - 20), ValueError, r"class indices in \[0, 10\)"),
+        (
+            lambda m, x, y: gradsign(m, x, torch.cat([y[:3], y[3:] + 10]), loss_fn=nn.CrossEntropyLoss()),
+            ValueError,
+            r"class indices in \[0, 10\)",
+        ),
         (lambda m, x, y: gradsign(m, x, y, loss_fn=lambda o, t: o), ValueError, "one floating-point scalar per sample"),
         (lambda m, x, y: gradsign(m, x, y, loss_fn=lambda o, t: o.sum().item()), ValueError, "got a float"),
         (lambda m, x, y: gradsign(m, x, y[:, None, None]), ValueError, "loss_fn failed.*must return the loss"),
@@ -325,6 +330,14 @@ def test_bad_input_is_named_with_its_fix(cnn_batch, call, error, message):
     model, x, y = cnn_batch
     with pytest.raises(error, match=message):
         call(model, x, y)
+
+
+def test_ignored_labels_are_not_out_of_range():
+    model = built(models.bn_cnn)
+    x, y = batch(4, (3, 8, 8), 10)
+    y[0] = -100  # cross-entropy's default ignore_index
+    result = gradsign(model, x, y)
+    assert result.score > 0
 
 
 def test_model_without_parameters():
