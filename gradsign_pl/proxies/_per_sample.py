@@ -47,6 +47,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from gradsign_pl.proxies._conv import use_unfold_weight_grad
+
 LossFn = Callable[[Any, Tensor], Tensor]
 ParamSelection = Union[Literal["weights", "all"], Callable[[str, nn.Parameter], bool]]
 BNPolicy = Literal["auto", "per_sample", "batch"]
@@ -236,6 +238,7 @@ def prepare_model(model: nn.Module, inputs: Tensor, bn_policy: BNPolicy = "auto"
     module.requires_grad_(False)
     for p in module.parameters():
         p.grad = None
+    use_unfold_weight_grad(module)
 
     bns = _batchnorms(module)
     if not bns:

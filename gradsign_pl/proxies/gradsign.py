@@ -64,14 +64,23 @@ class SignCounter:
         self.nonfinite_params: dict[str, int] = {}
 
     def update(self, start: int, grads: dict[str, Tensor]) -> None:
+        """Fold one chunk of per-sample gradients (``grads[k]``: chunk x param shape) into the counters.
+
+        The chunk's tensors are consumed (signs are taken in place).
+        """
         for k, g in grads.items():
-            if not torch.isfinite(g.sum()):  # cheap test first; inf - inf and nan both show here
+            lo, hi = torch.aminmax(g, dim=0)  # one pass: activity and finiteness (nan/inf propagate)
+            if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):
                 bad = ~torch.isfinite(g)
                 self.nonfinite_samples.update((start + bad.flatten(1).any(1).nonzero().flatten()).tolist())
                 self.nonfinite_params[k] = self.nonfinite_params.get(k, 0) + int(bad.any(0).sum())
                 g = torch.where(bad, torch.zeros_like(g), g)
-            self.counts[k] += torch.sign(g).sum(0, dtype=torch.int32)
-            self.active[k] |= (g != 0).any(0)
+                lo, hi = torch.aminmax(g, dim=0)
+            self.active[k] |= (lo != 0) | (hi != 0)
+            # a chunk sum of +-1/0 is exact in float32 (and in bf16/fp16 up to 256 samples, widened below)
+            acc = None if g.dtype in (torch.float32, torch.float64) else torch.float32
+            signs = g.sign_() if g.is_contiguous() else g.sign()  # vmap may return expanded zeros
+            self.counts[k] += signs.sum(0, dtype=acc).to(torch.int32)
 
     def nonfinite_reason(self) -> str | None:
         if not self.nonfinite_samples:
