@@ -32,8 +32,8 @@ def _positions(x: Tensor, weight: Tensor, stride, padding, dilation) -> int:
 
 
 def _unfold_pays(x: Tensor, weight: Tensor, stride, padding, dilation) -> bool:
-    """Whether the unfold/matmul backward beats the grouped convolution: few output positions per input channel."""
-    return _positions(x, weight, stride, padding, dilation) <= weight.shape[1] or weight.shape[-2:] == (1, 1)
+    """Whether the unfold/matmul backward beats the grouped convolution: fewer output positions than input channels per group."""
+    return _positions(x, weight, stride, padding, dilation) < weight.shape[1] or weight.shape[-2:] == (1, 1)
 
 
 class _Conv2d(torch.autograd.Function):

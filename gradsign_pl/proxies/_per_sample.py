@@ -33,23 +33,18 @@ differently in training are in eval mode: scoring is a deterministic function of
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import hashlib
 import math
-import random
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from gradsign_pl.proxies._common import LossFn, private_copy
 from gradsign_pl.proxies._conv import use_unfold_weight_grad
 
-LossFn = Callable[[Any, Tensor], Tensor]
 ParamSelection = Union[Literal["weights", "all"], Callable[[str, nn.Parameter], bool]]
 BNPolicy = Literal["auto", "per_sample", "batch"]
 Engine = Literal["auto", "vmap", "loop"]
@@ -65,53 +60,6 @@ CHUNK_GRADIENT_BUDGET = 256 * 2**20
 #: upper bound for the automatic chunk size. Larger chunks are barely faster on CPU (NB-201, n=64: 16 -> 0.71 s,
 #: 32 -> 0.66 s, 64 -> 0.83 s, noisy) but their activations make peak memory grow with the batch up to the chunk.
 MAX_AUTO_CHUNK = 16
-
-
-# --------------------------------------------------------------------------------------------- inputs
-
-
-def validate_batch(inputs: Any, targets: Any, *, min_samples: int = 2) -> int:
-    """Check that ``inputs``/``targets`` form a mini-batch of at least ``min_samples``; return its size."""
-    if not isinstance(inputs, Tensor):
-        raise TypeError(
-            f"inputs must be a torch.Tensor with the samples along dim 0, got {type(inputs).__name__}; "
-            "stack the mini-batch first (e.g. torch.stack(list_of_images))"
-        )
-    if not isinstance(targets, Tensor):
-        raise TypeError(
-            f"targets must be a torch.Tensor with one target per sample along dim 0, got {type(targets).__name__}; "
-            "convert them with torch.as_tensor(targets)"
-        )
-    if inputs.ndim == 0 or targets.ndim == 0:
-        raise ValueError("inputs and targets need a batch dimension (dim 0); got a 0-d tensor")
-    n = inputs.shape[0]
-    if targets.shape[0] != n:
-        raise ValueError(
-            f"inputs and targets disagree on the number of samples: {n} inputs vs {targets.shape[0]} targets; "
-            "pass one target per input sample"
-        )
-    if n < min_samples:
-        raise ValueError(
-            f"need at least {min_samples} samples to compare per-sample gradients, got {n}; "
-            "pass a real mini-batch (the GradSign paper uses 64)"
-        )
-    if not inputs.is_floating_point() and not inputs.is_complex():
-        # integer images are a common slip: say how to fix it rather than failing inside a conv.
-        raise TypeError(
-            f"inputs must be floating point, got {inputs.dtype}; convert and normalise them first "
-            "(e.g. inputs.float() / 255)"
-        )
-    return n
-
-
-def batch_fingerprint(inputs: Tensor, targets: Tensor) -> str:
-    """A short SHA-256 of the batch's shapes, dtypes and values, to tell batches apart in caches."""
-    h = hashlib.sha256()
-    for t in (inputs, targets):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
 
 
 def select_parameters(model: nn.Module, params: ParamSelection) -> list[str]:
@@ -159,32 +107,6 @@ def describe_params(params: ParamSelection) -> str:
     return params if isinstance(params, str) else f"predicate:{getattr(params, '__qualname__', repr(params))}"
 
 
-def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    """Floating dtype and device of the model's parameters."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype, p.device
-    p = next(model.parameters())
-    return torch.get_default_dtype(), p.device
-
-
-# ------------------------------------------------------------------------------------------------ RNG
-
-
-@contextlib.contextmanager
-def isolated_rng(device: torch.device, seed: int = 0) -> Iterator[None]:
-    """Run the body with torch (CPU and ``device``), Python ``random`` seeded to ``seed``; restore all after."""
-    py_state = random.getstate()
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
-            torch.manual_seed(seed)
-            random.seed(seed)
-            yield
-    finally:
-        random.setstate(py_state)
-
-
 # ---------------------------------------------------------------------------------------------- model
 
 
@@ -227,17 +149,7 @@ def prepare_model(model: nn.Module, inputs: Tensor, bn_policy: BNPolicy = "auto"
     """Copy ``model`` and set the copy up for per-sample scoring under ``bn_policy`` (see module docstring)."""
     if bn_policy not in BN_POLICIES:
         raise ValueError(f"bn_policy must be one of {BN_POLICIES}, got {bn_policy!r}")
-    try:
-        module = copy.deepcopy(model)
-    except Exception as exc:  # pragma: no cover - exotic modules
-        raise TypeError(
-            f"cannot copy {type(model).__name__} to score it without touching it ({exc}); "
-            "make the model deep-copyable (copy.deepcopy) or pass a freshly built instance"
-        ) from exc
-    module.eval()
-    module.requires_grad_(False)
-    for p in module.parameters():
-        p.grad = None
+    module = private_copy(model, train=False, requires_grad=False)
     use_unfold_weight_grad(module)
 
     bns = _batchnorms(module)
@@ -317,37 +229,6 @@ def _fix_batch_statistics(module: nn.Module, bns: list, inputs: Tensor) -> Any:
         bn.register_buffer("running_mean", mean)
         bn.register_buffer("running_var", var)
     return out
-
-
-# -------------------------------------------------------------------------------------------- checks
-
-
-def check_output_and_loss(output: Any, targets: Tensor, loss_fn: LossFn) -> None:
-    """Validate targets against the model output and that ``loss_fn`` gives one scalar for one sample."""
-    classification = loss_fn in (F.cross_entropy, F.nll_loss) or isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss))
-    if classification and isinstance(output, Tensor) and output.ndim == 2 and targets.ndim == 1:
-        n_out = output.shape[1]
-        labels = targets[targets != getattr(loss_fn, "ignore_index", -100)]
-        lo, hi = (int(labels.min()), int(labels.max())) if labels.numel() else (0, 0)
-        if not targets.is_floating_point() and (lo < 0 or hi >= n_out):
-            raise ValueError(
-                f"targets must be class indices in [0, {n_out}) for a model with {n_out} outputs, "
-                f"got values from {lo} to {hi}; build the model with num_classes={max(hi + 1, n_out)} "
-                "or remap the labels"
-            )
-    try:
-        loss = loss_fn(output, targets[:1])
-    except Exception as exc:
-        raise ValueError(
-            f"loss_fn failed on the model output for one sample ({type(exc).__name__}: {exc}); "
-            "loss_fn(model(x[None]), y[None]) must return the loss of that sample"
-        ) from exc
-    if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.is_floating_point():
-        what = f"a {type(loss).__name__}" if not isinstance(loss, Tensor) else f"shape {list(loss.shape)} ({loss.dtype})"
-        raise ValueError(
-            f"loss_fn must return one floating-point scalar per sample, got {what} for a batch of one sample; "
-            "reduce it to a scalar (e.g. reduction='mean' or .sum())"
-        )
 
 
 # ---------------------------------------------------------------------------------------------- engine

@@ -16,7 +16,6 @@ BatchNorm normalising that sample alone, Conv/Linear weights, sum over parameter
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Literal
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradsign_pl.proxies import _per_sample as ps
+from gradsign_pl.proxies._common import LossFn, ScoringContext, check_output_and_loss, loss_name
 from gradsign_pl.proxies._registry import register_proxy
 from gradsign_pl.proxies._result import ProxyResult
 
@@ -98,7 +98,7 @@ def gradsign(
     inputs: Tensor,
     targets: Tensor,
     *,
-    loss_fn: ps.LossFn = F.cross_entropy,
+    loss_fn: LossFn = F.cross_entropy,
     reduction: Reduction = "sum",
     params: ps.ParamSelection = "weights",
     bn_policy: ps.BNPolicy = "auto",
@@ -126,25 +126,16 @@ def gradsign(
     Returns:
         :class:`GradSignResult`; ``result.score`` is a float, higher = better predicted performance.
     """
-    t0 = time.perf_counter()
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    n = ps.validate_batch(inputs, targets)
-    names = ps.select_parameters(model, params)
-    dtype, device = ps.model_dtype_device(model)
-    inputs = inputs.to(device=device, dtype=dtype if inputs.is_floating_point() else None)
-    targets = targets.to(device=device, dtype=dtype if targets.is_floating_point() else None)
-    if chunk_size is None:
-        chunk_size = ps.auto_chunk_size(model, names, n)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base_mem = torch.cuda.memory_allocated(device)
-
-    with ps.isolated_rng(device):
-        prepared = ps.prepare_model(model, inputs, bn_policy)
-        ps.check_output_and_loss(prepared.probe_output, targets, loss_fn)
+    with ScoringContext(model, inputs, targets) as ctx:
+        names = ps.select_parameters(model, params)
+        if chunk_size is None:
+            chunk_size = ps.auto_chunk_size(model, names, ctx.n)
+        prepared = ps.prepare_model(model, ctx.inputs, bn_policy)
+        check_output_and_loss(prepared.probe_output, ctx.targets, loss_fn)
         grads = ps.PerSampleGradients(
-            prepared, names, inputs, targets, loss_fn, chunk_size=chunk_size, engine=engine
+            prepared, names, ctx.inputs, ctx.targets, loss_fn, chunk_size=chunk_size, engine=engine
         )
         counter = SignCounter(grads._params)
         for start, chunk in grads:
@@ -153,33 +144,24 @@ def gradsign(
     per_layer_int = {k: int(c.abs().sum()) for k, c in counter.counts.items()}
     m = sum(c.numel() for c in counter.counts.values())
     scale = 1.0 / m if reduction == "mean" else 1.0
-    per_layer = {k: v * scale for k, v in per_layer_int.items()}
     reason = counter.nonfinite_reason()
     if reason is not None and strict:
         raise FloatingPointError(f"GradSign: {reason}; check the model's initialisation and inputs, or pass strict=False")
     score = float("nan") if reason else sum(per_layer_int.values()) * scale
-    peak = None
-    if device.type == "cuda":
-        peak = int(torch.cuda.max_memory_allocated(device) - base_mem)
-    return GradSignResult(
-        proxy="gradsign",
-        score=score,
-        n_samples=n,
+    return ctx.result(
+        "gradsign",
+        score,
+        cls=GradSignResult,
         n_params=m,
-        elapsed_s=time.perf_counter() - t0,
-        peak_memory_bytes=peak,
-        device=str(device),
-        dtype=str(dtype).removeprefix("torch."),
-        batch_fingerprint=ps.batch_fingerprint(inputs, targets),
         options={
             "reduction": reduction,
             "params": ps.describe_params(params),
             "bn_policy": bn_policy,
             "chunk_size": chunk_size,
             "engine": engine,
-            "loss_fn": getattr(loss_fn, "__qualname__", repr(loss_fn)),
+            "loss_fn": loss_name(loss_fn),
         },
-        per_layer=per_layer,
+        per_layer={k: v * scale for k, v in per_layer_int.items()},
         reason=reason,
         n_active_params=int(sum(int(a.sum()) for a in counter.active.values())),
         engine=grads.engine_used or "",
