@@ -57,8 +57,8 @@ ENGINES = ("auto", "vmap", "loop")
 
 #: bytes of per-sample gradients one chunk may hold when ``chunk_size`` is not given.
 CHUNK_GRADIENT_BUDGET = 256 * 2**20
-#: upper bound for the automatic chunk size. Larger chunks are barely faster on CPU (NB-201, n=64: 16 -> 0.71 s,
-#: 32 -> 0.66 s, 64 -> 0.83 s, noisy) but their activations make peak memory grow with the batch up to the chunk.
+#: upper bound for the automatic chunk size: larger chunks were not measurably faster on CPU, and their
+#: activations would make peak memory grow with the batch (see docs/performance.md for the memory figures).
 MAX_AUTO_CHUNK = 16
 
 
@@ -269,7 +269,8 @@ class PerSampleGradients:
         self.chunk_size = chunk_size
         self.requested_engine = engine
         named = dict(self.module.named_parameters())
-        self._params = {k: named[k].detach() for k in names}
+        #: the selected parameters (detached), by name
+        self.params = {k: named[k].detach() for k in names}
         self.engine_used: str | None = None
         self.engine_reason: str | None = None
 
@@ -282,10 +283,10 @@ class PerSampleGradients:
         fn = vmap(grad(self._loss_one), in_dims=(None, 0, 0), randomness="different")
         # the fused attention kernels have no vmap rule (vmap would loop over samples); the math one does
         with sdpa_kernel(SDPBackend.MATH):
-            return fn(self._params, x, y)
+            return fn(self.params, x, y)
 
     def _loop_chunk(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        params = {k: v.clone().requires_grad_(True) for k, v in self._params.items()}
+        params = {k: v.clone().requires_grad_(True) for k, v in self.params.items()}
         leaves = [params[k] for k in self.names]
         with torch.enable_grad():
             loss = self._loss_one(params, x[0], y[0])

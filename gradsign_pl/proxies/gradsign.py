@@ -137,7 +137,7 @@ def gradsign(
         grads = ps.PerSampleGradients(
             prepared, names, ctx.inputs, ctx.targets, loss_fn, chunk_size=chunk_size, engine=engine
         )
-        counter = SignCounter(grads._params)
+        counter = SignCounter(grads.params)
         for start, chunk in grads:
             counter.update(start, chunk)
 

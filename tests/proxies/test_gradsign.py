@@ -8,7 +8,6 @@ import random
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
