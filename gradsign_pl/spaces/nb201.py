@@ -9,11 +9,19 @@ residual reduction blocks, then BatchNorm-ReLU, global average pooling and a lin
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import itertools
+import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from gradsign_pl.data.paths import data_file
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 """The five NB-201 operations, in the benchmark's operation-index order."""
@@ -178,3 +186,80 @@ class NB201Network(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.lastact(self.cells(self.stem(x)))
         return self.classifier(torch.flatten(self.global_pooling(x), 1))
+
+
+# ------------------------------------------------------------------------------------- benchmark table
+
+TABLE_FILE = "nb201_accuracies.csv"
+REQUIRED_COLUMNS = ("index", "arch_str", "cifar10_test", "cifar100_test", "imagenet16_test")
+
+
+@dataclasses.dataclass
+class NB201Table:
+    """NAS-Bench-201 ground truth: one row per architecture, in benchmark index order.
+
+    Attributes:
+        archs: arch strings; ``archs[i]`` is benchmark index ``i``.
+        columns: every numeric column (accuracies in percent, ``params_m_*`` in millions) as float64 arrays.
+        source: the file it was read from.
+    """
+
+    archs: list[str]
+    columns: dict[str, np.ndarray]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+    def column(self, name: str) -> np.ndarray:
+        """The numeric column ``name``; a ``KeyError`` lists the available ones."""
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise KeyError(f"no column {name!r} in {self.source}; available: {', '.join(self.columns)}") from None
+
+    def index_of(self, arch: str) -> int:
+        """Benchmark index of an arch string."""
+        if not hasattr(self, "_index"):
+            self._index = {a: i for i, a in enumerate(self.archs)}
+        try:
+            return self._index[arch]
+        except KeyError:
+            parse_arch(arch)  # a malformed string gets the parser's message
+            raise KeyError(f"arch {arch!r} is not in {self.source}") from None
+
+
+def load_table(path: str | os.PathLike | None = None) -> NB201Table:
+    """Read a table with the schema of ``nb201_accuracies.csv``.
+
+    ``path``: the CSV file or a directory holding :data:`TABLE_FILE`; default: the data directory
+    (``$GRADSIGN_DATA`` or ``../shared/data``). Missing files and malformed rows are errors that say which.
+    """
+    if path is not None and Path(path).is_file():
+        file = Path(path)
+    else:
+        file = data_file(TABLE_FILE, path)
+    with open(file, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        if missing:
+            raise ValueError(f"{file} is not an NB-201 table: missing column(s) {missing}; it has {header}")
+        numeric = [c for c in header if c not in ("index", "arch_str")]
+        archs: list[str] = []
+        values: dict[str, list[float]] = {c: [] for c in numeric}
+        for row_no, row in enumerate(reader, start=2):
+            if row["index"] != str(len(archs)):
+                raise ValueError(
+                    f"{file} line {row_no}: index {row['index']!r}, expected {len(archs)} (rows must be in index order)"
+                )
+            try:
+                parse_arch(row["arch_str"])
+                for c in numeric:
+                    values[c].append(float(row[c]) if row[c] not in ("", None) else math.nan)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{file} line {row_no}: {exc}") from None
+            archs.append(row["arch_str"])
+    if not archs:
+        raise ValueError(f"{file} has a header but no rows")
+    return NB201Table(archs, {c: np.asarray(v, dtype=np.float64) for c, v in values.items()}, str(file))

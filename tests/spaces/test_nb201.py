@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,56 @@ def test_forward_shapes(classes):
 
 def test_ops_are_the_five_benchmark_operations():
     assert OPS == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+# ------------------------------------------------------------------------------------- benchmark table
+
+from gradsign_pl.spaces.nb201 import load_table  # noqa: E402
+
+HEADER = "index,arch_str,cifar10_test,cifar100_test,imagenet16_test"
+
+
+def write(tmp_path, text):
+    f = tmp_path / "table.csv"
+    f.write_text(text)
+    return f
+
+
+def test_user_table_is_read(tmp_path):
+    f = write(tmp_path, f"{HEADER}\n0,{BEST},94.37,73.5,\n1,{arch_from_ops(['none'] * 6)},10,1,0.83\n")
+    table = load_table(f)
+    assert len(table) == 2 and table.index_of(BEST) == 0
+    assert table.column("cifar10_test").tolist() == [94.37, 10.0]
+    assert np.isnan(table.column("imagenet16_test")[0])
+    with pytest.raises(KeyError, match="no column 'flops'.*available: cifar10_test"):
+        table.column("flops")
+    with pytest.raises(KeyError, match="is not in"):
+        table.index_of(arch_from_ops(["skip_connect"] * 6))
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("index,arch_str,cifar10_test\n", r"missing column\(s\) \['cifar100_test', 'imagenet16_test'\]"),
+        (f"{HEADER}\n", "no rows"),
+        (f"{HEADER}\n1,{BEST},1,2,3\n", "line 2: index '1', expected 0"),
+        (f"{HEADER}\n0,|bad~0|,1,2,3\n", "line 2: an NB-201 arch string has 3"),
+        (f"{HEADER}\n0,{BEST},high,2,3\n", "line 2: could not convert"),
+    ],
+)
+def test_malformed_tables_are_named(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_table(write(tmp_path, text))
+
+
+def test_missing_table(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nb201_accuracies.csv is not in the data directory"):
+        load_table(tmp_path)
+
+
+def test_real_table_matches_the_published_summary(shared_data):
+    table = load_table()
+    assert len(table) == 15625 and set(table.archs) == set(all_archs())
+    for column, best, index in [("cifar10_test", 94.373, 6111), ("cifar100_test", 73.513, 9930), ("imagenet16_test", 47.311, 857)]:
+        acc = table.column(column)
+        assert int(np.nanargmax(acc)) == index and acc[index] == pytest.approx(best, abs=1e-3)
