@@ -2,6 +2,7 @@
 
 from gradsign_pl.proxies._registry import ProxyInfo, get_proxy, list_proxies, register_proxy, score
 from gradsign_pl.proxies._result import ProxyResult
+from gradsign_pl.proxies import size  # noqa: F401  (registers params)
 from gradsign_pl.proxies.gradsign import GradSignResult, gradsign
 
 __all__ = [
