@@ -2,7 +2,8 @@
 
 from gradsign_pl.proxies._registry import ProxyInfo, get_proxy, list_proxies, register_proxy, score
 from gradsign_pl.proxies._result import ProxyResult
-from gradsign_pl.proxies import size  # noqa: F401  (registers params)
+# importing a proxy module registers it
+from gradsign_pl.proxies import fisher, grad_norm, grasp, jacov, naswot, size, snip, synflow, zen  # noqa: F401
 from gradsign_pl.proxies.gradsign import GradSignResult, gradsign
 
 __all__ = [

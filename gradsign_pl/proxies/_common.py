@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.dropout import _DropoutNd
 
 from gradsign_pl.proxies._result import ProxyResult
 
@@ -51,7 +52,7 @@ def validate_batch(inputs: Any, targets: Any, *, min_samples: int = 2) -> int:
         )
     if n < min_samples:
         raise ValueError(
-            f"need at least {min_samples} samples to compare per-sample gradients, got {n}; "
+            f"need at least {min_samples} samples, got {n}; "
             "pass a real mini-batch (the GradSign paper uses 64)"
         )
     if not inputs.is_floating_point() and not inputs.is_complex():
@@ -125,7 +126,10 @@ def check_output_and_loss(output: Any, targets: Tensor, loss_fn: LossFn) -> None
 
 
 def private_copy(model: nn.Module, *, train: bool, requires_grad: bool = True) -> nn.Module:
-    """A deep copy of ``model`` in train or eval mode with cleared ``.grad``; the original is never touched."""
+    """A deep copy of ``model`` in train or eval mode with cleared ``.grad``; the original is never touched.
+
+    Dropout layers are always in eval mode: a score must not depend on a random mask.
+    """
     try:
         net = copy.deepcopy(model)
     except Exception as exc:  # pragma: no cover - exotic modules
@@ -134,6 +138,9 @@ def private_copy(model: nn.Module, *, train: bool, requires_grad: bool = True) -
             "make the model deep-copyable (copy.deepcopy) or pass a freshly built instance"
         ) from exc
     net.train(train)
+    for m in net.modules():
+        if isinstance(m, _DropoutNd):
+            m.eval()
     net.requires_grad_(requires_grad)
     for p in net.parameters():
         p.grad = None
