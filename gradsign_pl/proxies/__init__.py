@@ -3,7 +3,7 @@
 from gradsign_pl.proxies._registry import ProxyInfo, get_proxy, list_proxies, register_proxy, score
 from gradsign_pl.proxies._result import ProxyResult
 # importing a proxy module registers it
-from gradsign_pl.proxies import fisher, grad_norm, grasp, jacov, naswot, size, snip, synflow, zen  # noqa: F401
+from gradsign_pl.proxies import ensemble, fisher, grad_norm, grasp, jacov, naswot, size, snip, synflow, zen  # noqa: F401
 from gradsign_pl.proxies.gradsign import GradSignResult, gradsign
 
 __all__ = [

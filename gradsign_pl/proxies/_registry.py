@@ -64,5 +64,8 @@ def get_proxy(name: str) -> ProxyInfo:
 
 
 def score(name: str, model: nn.Module, inputs: Tensor, targets: Tensor, **options: Any) -> ProxyResult:
-    """Score ``model`` on one mini-batch with the proxy registered as ``name``."""
+    """Score ``model`` on one mini-batch with the proxy registered as ``name``.
+
+    ``ensemble`` is the exception: it ranks a set, so it takes a list of models and returns a list of results.
+    """
     return get_proxy(name).fn(model, inputs, targets, **options)

@@ -22,6 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from gradsign_pl.data.paths import data_file
+from gradsign_pl.spaces._registry import (
+    check_dataset,
+    permutation_sample,
+    register_space,
+)
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 """The five NB-201 operations, in the benchmark's operation-index order."""
@@ -263,3 +268,56 @@ def load_table(path: str | os.PathLike | None = None) -> NB201Table:
     if not archs:
         raise ValueError(f"{file} has a header but no rows")
     return NB201Table(archs, {c: np.asarray(v, dtype=np.float64) for c, v in values.items()}, str(file))
+
+
+# ------------------------------------------------------------------------------------- registered space
+
+DATASET_COLUMNS = {"cifar10": "cifar10_test", "cifar100": "cifar100_test", "imagenet16": "imagenet16_test"}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet16": 120}
+
+
+class NB201Space:
+    """NAS-Bench-201 as a search space: 15625 archs in benchmark index order, networks and ground truth.
+
+    Args:
+        table: the ground-truth CSV or its directory (default: the data directory); read on first use,
+            since benchmark index order exists only through that table.
+    """
+
+    name = "nb201"
+    datasets = tuple(DATASET_COLUMNS)
+
+    def __init__(self, table: str | os.PathLike | None = None) -> None:
+        self._table_path = table
+        self._table: NB201Table | None = None
+
+    @property
+    def table(self) -> NB201Table:
+        if self._table is None:
+            self._table = load_table(self._table_path)
+        return self._table
+
+    def __len__(self) -> int:
+        return 5 ** N_EDGES
+
+    def arch(self, index: int) -> str:
+        if not 0 <= index < len(self):
+            raise IndexError(f"NB-201 index must be in [0, {len(self)}), got {index}")
+        return self.table.archs[index]
+
+    def build(self, arch: str | int, dataset: str = "cifar10") -> NB201Network:
+        check_dataset(dataset, self.datasets, self.name)
+        return NB201Network(self.arch(arch) if isinstance(arch, int) else arch, NUM_CLASSES[dataset])
+
+    def accuracy(self, dataset: str) -> np.ndarray:
+        check_dataset(dataset, self.datasets, self.name)
+        return self.table.column(DATASET_COLUMNS[dataset])
+
+    def sample(self, n: int, seed: int) -> list[int]:
+        return permutation_sample(len(self), n, seed)
+
+
+@register_space("nb201")
+def nb201(table: str | os.PathLike | None = None) -> NB201Space:
+    """NAS-Bench-201 (Dong & Yang, ICLR 2020): 5 ops on 6 edges; CIFAR-10, CIFAR-100, ImageNet16-120."""
+    return NB201Space(table)

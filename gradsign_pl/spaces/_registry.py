@@ -1,0 +1,85 @@
+"""Registry of search spaces, shaped like timm's model registry: register by decorator, build by name."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from torch import nn
+
+
+@runtime_checkable
+class SearchSpace(Protocol):
+    """What a registered search space provides.
+
+    Attributes:
+        name: registry name.
+        datasets: dataset names the space has ground truth for (keys of :meth:`accuracy`).
+    """
+
+    name: str
+    datasets: tuple[str, ...]
+
+    def __len__(self) -> int:
+        """Number of architectures."""
+
+    def arch(self, index: int) -> str:
+        """The architecture string with benchmark index ``index``."""
+
+    def build(self, arch: str | int, dataset: str) -> nn.Module:
+        """A freshly initialised network for ``arch`` (string or index) with the head for ``dataset``."""
+
+    def accuracy(self, dataset: str) -> np.ndarray:
+        """Ground-truth test accuracy (percent) of every architecture on ``dataset``, by index."""
+
+    def sample(self, n: int, seed: int) -> list[int]:
+        """``n`` distinct indices drawn with ``seed``; a larger ``n`` extends a smaller one."""
+
+
+SpaceFactory = Callable[..., SearchSpace]
+_SPACES: dict[str, SpaceFactory] = {}
+
+
+def register_space(name: str) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Decorator: register a search-space factory under ``name``."""
+
+    def decorate(factory: SpaceFactory) -> SpaceFactory:
+        if name in _SPACES:
+            raise ValueError(f"a search space named {name!r} is already registered")
+        _SPACES[name] = factory
+        return factory
+
+    return decorate
+
+
+def list_spaces(filter: str = "*") -> list[str]:
+    """Sorted names of the registered search spaces matching the shell-style pattern ``filter``."""
+    return sorted(n for n in _SPACES if fnmatch.fnmatch(n, filter))
+
+
+def create_space(name: str, **kwargs: Any) -> SearchSpace:
+    """Build the search space registered as ``name`` (``kwargs`` go to its factory, e.g. ``table=path``)."""
+    try:
+        factory = _SPACES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_SPACES), n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise KeyError(f"unknown search space {name!r}; {hint}registered: {', '.join(list_spaces())}") from None
+    return factory(**kwargs)
+
+
+def permutation_sample(size: int, n: int, seed: int) -> list[int]:
+    """The first ``n`` indices of a seeded permutation of ``range(size)`` (so samples nest as ``n`` grows)."""
+    if not 1 <= n <= size:
+        raise ValueError(f"n must be between 1 and {size} (the size of the space), got {n}")
+    return [int(i) for i in np.random.default_rng(seed).permutation(size)[:n]]
+
+
+def check_dataset(dataset: str, known: Sequence[str], space: str) -> None:
+    if dataset not in known:
+        close = difflib.get_close_matches(dataset, list(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{space} has no ground truth for dataset {dataset!r}{hint}; choose one of {', '.join(known)}")

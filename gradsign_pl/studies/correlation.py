@@ -1,0 +1,246 @@
+"""Proxy-vs-accuracy correlation study over a search space (the paper's Table 5.2 and Fig. A.1).
+
+For each sampled architecture: seed the RNG with ``seed``, build the network (so every arch's initialisation is
+independent of the order and of an interruption), score it with every requested proxy on one fixed real batch,
+and cache each score on disk as soon as it exists. Then Spearman rho and Kendall tau (torchmetrics) of each
+proxy and of the requested rank ensembles against the space's ground-truth test accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchmetrics.functional as tmf
+
+from gradsign_pl.data.batches import load_batch
+from gradsign_pl.proxies import get_proxy
+from gradsign_pl.proxies._common import batch_fingerprint
+from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
+from gradsign_pl.spaces import SearchSpace
+from gradsign_pl.studies.cache import ScoreCache
+
+DEFAULT_PROXIES = ("gradsign", "grad_norm", "snip", "grasp", "fisher", "synflow", "jacov", "naswot", "zen", "params", "flops")
+"""Every single-model proxy, in the paper's column order where it has one."""
+
+PAPER_TABLE_5_2: dict[str, dict[str, float]] = {
+    "cifar10": {"zen": -0.016, "grad_norm": 0.594, "snip": 0.595, "grasp": 0.51, "fisher": 0.36, "synflow": 0.737,
+                "naswot": 0.728, "gradsign": 0.765},
+    "cifar100": {"zen": -0.041, "grad_norm": 0.637, "snip": 0.637, "grasp": 0.549, "fisher": 0.386,
+                 "synflow": 0.763, "naswot": 0.703, "gradsign": 0.793},
+    "imagenet16": {"zen": 0.032, "grad_norm": 0.579, "snip": 0.579, "grasp": 0.552, "fisher": 0.328,
+                   "synflow": 0.751, "naswot": 0.696, "gradsign": 0.783},
+}
+"""Spearman rho over all NB-201 archs, batch 64, from the GradSign paper's Table 5.2 (its NASWOT column is the
+NASWOT paper's score; which version is not stated)."""
+
+
+@dataclasses.dataclass
+class Correlation:
+    """Rank correlation of one proxy (or ensemble) with ground-truth accuracy.
+
+    Attributes:
+        name: proxy name, or ``ensemble:<method>:<a>+<b>...``.
+        spearman, kendall: Spearman rho and Kendall tau-b over the archs with a finite score.
+        n: archs with a finite score; n_failed: archs the proxy could not score (``nan``).
+        paper: the paper's Spearman rho for this proxy and dataset, when it reports one.
+        seconds_per_arch: mean scoring time per arch (``nan`` for ensembles, whose parts are timed).
+    """
+
+    name: str
+    spearman: float
+    kendall: float
+    n: int
+    n_failed: int
+    paper: float | None = None
+    seconds_per_arch: float = math.nan
+
+    @property
+    def archs_per_minute(self) -> float:
+        return 60.0 / self.seconds_per_arch if self.seconds_per_arch > 0 else math.nan
+
+
+def rank_correlation(scores: Sequence[float], accuracy: Sequence[float]) -> tuple[float, float, int]:
+    """``(spearman, kendall_tau_b, n)`` over the pairs where both values are finite (``nan`` if n < 3)."""
+    s = np.asarray(scores, dtype=np.float64)
+    a = np.asarray(accuracy, dtype=np.float64)
+    keep = np.isfinite(s) & np.isfinite(a)
+    n = int(keep.sum())
+    if n < 3 or np.ptp(s[keep]) == 0:
+        return math.nan, math.nan, n
+    preds, target = torch.from_numpy(s[keep]), torch.from_numpy(a[keep])
+    return float(tmf.spearman_corrcoef(preds, target)), float(tmf.kendall_rank_corrcoef(preds, target)), n
+
+
+def parse_ensemble(spec: str) -> tuple[str, list[str]]:
+    """``"log_rank:gradsign+synflow"`` (method optional, default ``log_rank``) -> ``(method, [proxies])``."""
+    method, _, body = spec.rpartition(":")
+    method = method or "log_rank"
+    parts = [p for p in body.split("+") if p]
+    if method not in METHODS or len(parts) < 2:
+        raise ValueError(
+            f"bad ensemble {spec!r}: write [method:]proxy+proxy[+...] with method one of {', '.join(METHODS)}, "
+            "e.g. 'log_rank:gradsign+synflow+naswot'"
+        )
+    return method, parts
+
+
+@dataclasses.dataclass
+class CorrelationStudy:
+    """Scores, ground truth and correlations of one study run.
+
+    Attributes:
+        space, dataset: what was scored; indices: the archs, in sample order.
+        accuracy: ground-truth test accuracy per arch (percent).
+        scores: proxy -> score per arch (``nan`` where the proxy failed).
+        seconds: proxy -> scoring time per arch.
+        correlations: one :class:`Correlation` per proxy and ensemble.
+        failures: ``(index, proxy, reason)`` for every failed score.
+    """
+
+    space: str
+    dataset: str
+    indices: list[int]
+    archs: list[str]
+    accuracy: np.ndarray
+    scores: dict[str, np.ndarray]
+    seconds: dict[str, np.ndarray]
+    correlations: list[Correlation]
+    failures: list[tuple[int, str, str]]
+    settings: dict[str, Any]
+
+
+def score_archs(
+    space: SearchSpace,
+    indices: Sequence[int],
+    proxies: Sequence[str],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    cache: ScoreCache,
+    *,
+    dataset: str,
+    seed: int,
+    device: torch.device,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Score every ``(arch, proxy)`` pair missing from ``cache``; return how many were computed.
+
+    A failure (build error, exception in a proxy, non-finite score) is cached as ``nan`` with its reason and the
+    study goes on.
+    """
+    fns = {p: get_proxy(p).fn for p in proxies}
+    inputs, targets = inputs.to(device), targets.to(device)
+    computed = 0
+    for index in indices:
+        missing = [p for p in proxies if (index, p) not in cache]
+        if missing:
+            try:
+                torch.manual_seed(seed)
+                model = space.build(int(index), dataset).to(device)
+            except Exception as exc:  # noqa: BLE001 - one arch never sinks the study
+                for p in missing:
+                    cache.add(index, p, math.nan, reason=f"build failed: {type(exc).__name__}: {exc}", seconds=0.0)
+                model = None
+            for p in missing if model is not None else []:
+                t0 = time.perf_counter()
+                try:
+                    result = fns[p](model, inputs, targets)
+                    value, reason = result.score, result.reason
+                except Exception as exc:  # noqa: BLE001
+                    value, reason = math.nan, f"{type(exc).__name__}: {exc}"
+                if not math.isfinite(value) and reason is None:
+                    reason = f"non-finite score {value}"
+                cache.add(index, p, value, reason=reason, seconds=round(time.perf_counter() - t0, 4))
+                computed += 1
+        if progress is not None:
+            progress(1)
+    return computed
+
+
+def run_correlation(
+    space: SearchSpace,
+    dataset: str,
+    *,
+    proxies: Sequence[str] = DEFAULT_PROXIES,
+    indices: Sequence[int] | None = None,
+    n_archs: int = 1000,
+    seed: int = 42,
+    batch_size: int = 64,
+    ensembles: Sequence[str] = (),
+    out: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> CorrelationStudy:
+    """Score ``n_archs`` archs sampled with ``seed`` (or the given ``indices``) and correlate with accuracy.
+
+    The mini-batch is ``batch_size`` real images of ``dataset`` drawn with ``seed`` (or ``batch``, given as
+    ``(inputs, targets)``). Results are cached in ``out`` as they are computed; calling again with the same
+    settings resumes.
+    """
+    proxies = list(dict.fromkeys(proxies))
+    for p in proxies:
+        get_proxy(p)  # unknown names fail before any work, with suggestions
+        if p == "ensemble":
+            raise ValueError("'ensemble' is built from other proxies: list it under ensembles, e.g. 'gradsign+synflow'")
+    parsed = [parse_ensemble(e) for e in ensembles]
+    for _, parts in parsed:
+        unknown = [p for p in parts if p not in proxies]
+        if unknown:
+            raise ValueError(f"ensemble parts {unknown} are not among the scored proxies {proxies}; add them")
+    accuracy_all = space.accuracy(dataset)
+    indices = list(indices) if indices is not None else space.sample(n_archs, seed)
+    inputs, targets = batch if batch is not None else load_batch(dataset, batch_size, seed=seed, root=data_dir)
+    batch_size = len(inputs)
+    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
+    meta = {"space": space.name, "dataset": dataset, "seed": seed, "batch_size": batch_size,
+            "batch": batch_fingerprint(inputs, targets), "dtype": "float32"}
+    cache = ScoreCache(out, meta)
+    todo = sum(1 for i in indices if any((i, p) not in cache for p in proxies))
+    if progress and todo:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns) as bar:
+            task = bar.add_task(f"{space.name}/{dataset}: scoring {len(proxies)} proxies", total=len(indices))
+            score_archs(space, indices, proxies, inputs, targets, cache, dataset=dataset, seed=seed,
+                        device=torch_device, progress=lambda k: bar.advance(task, k))
+    else:
+        score_archs(space, indices, proxies, inputs, targets, cache, dataset=dataset, seed=seed, device=torch_device)
+
+    accuracy = accuracy_all[np.asarray(indices, dtype=np.int64)]
+    scores = {p: np.array([cache.score(i, p) for i in indices]) for p in proxies}
+    seconds = {p: np.array([(cache.get(i, p) or {}).get("seconds", math.nan) for i in indices], dtype=float)
+               for p in proxies}
+    failures = [(int(i), p, cache.get(i, p)["reason"]) for p in proxies for i in indices
+                if not math.isfinite(cache.score(i, p))]
+    paper = PAPER_TABLE_5_2.get(dataset, {}) if space.name == "nb201" else {}
+    correlations = []
+    for p in proxies:
+        rho, tau, n = rank_correlation(scores[p], accuracy)
+        correlations.append(Correlation(p, rho, tau, n, len(indices) - n, paper.get(p), float(np.nanmean(seconds[p]))))
+    for method, parts in parsed:
+        combined = rank_ensemble({p: scores[p] for p in parts}, method)
+        rho, tau, n = rank_correlation(combined, accuracy)
+        name = f"ensemble:{method}:{'+'.join(parts)}"
+        scores[name] = combined
+        correlations.append(Correlation(name, rho, tau, n, len(indices) - n))
+    settings = dict(meta, proxies=proxies, ensembles=list(ensembles), n_archs=len(indices), device=str(torch_device),
+                    out=str(Path(out)))
+    return CorrelationStudy(space.name, dataset, [int(i) for i in indices], [space.arch(int(i)) for i in indices],
+                            accuracy, scores, seconds, correlations, failures, settings)
