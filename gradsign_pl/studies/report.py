@@ -41,7 +41,10 @@ def print_table(study: CorrelationStudy) -> None:
         table.add_column(h, justify="left" if i == 0 else "right")
     for row in table_rows(study):
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+    console.print(table)
 
 
 def markdown_table(study: CorrelationStudy) -> str:
@@ -81,6 +84,16 @@ def _csv_value(x: float) -> str:
     return "" if math.isnan(x) else repr(float(x))
 
 
+def set_score_scale(ax, x: np.ndarray) -> None:
+    """Log x-axis for non-negative scores spanning more than three decades (synflow, fisher), else linear."""
+    positive = x[np.isfinite(x) & (x > 0)]
+    if positive.size and np.nanmin(x) >= 0 and positive.max() / positive.min() > 1e3:
+        if (x == 0).any():
+            ax.set_xscale("symlog", linthresh=float(positive.min()))
+        else:
+            ax.set_xscale("log")
+
+
 def scatter_plots(study: CorrelationStudy, out: Path) -> dict[str, Path]:
     """One PNG per proxy/ensemble: score (x) against test accuracy (y), with rho in the title."""
     import matplotlib
@@ -94,9 +107,7 @@ def scatter_plots(study: CorrelationStudy, out: Path) -> dict[str, Path]:
         keep = np.isfinite(x)
         fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=110)
         ax.scatter(x[keep], study.accuracy[keep], s=5, alpha=0.5, linewidths=0)
-        finite = x[keep]
-        if finite.size and finite.min() > 0 and finite.max() / finite.min() > 1e3:
-            ax.set_xscale("log")
+        set_score_scale(ax, x[keep])
         ax.set_xlabel(f"{c.name} score")
         ax.set_ylabel(f"{DATASET_TITLES.get(study.dataset, study.dataset)} test accuracy (%)")
         ax.set_title(f"{c.name}: rho={_fmt(c.spearman)}, tau={_fmt(c.kendall)} (n={c.n})", fontsize=9)
