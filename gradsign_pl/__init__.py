@@ -2,10 +2,14 @@
 
 Public API::
 
-    from gradsign_pl import gradsign, score, list_proxies
+    from gradsign_pl import gradsign, score, list_proxies, rank, GradSignCallback
     result = gradsign(model, images, labels)      # GradSignResult, result.score: higher = better
+    ranking = rank(["timm:resnet18", "torchvision:mobilenet_v3_small"], (images, labels), num_classes=10)
+    trainer = Trainer(callbacks=[GradSignCallback()])
 """
 
+from gradsign_pl.callbacks import GradSignCallback
+from gradsign_pl.candidates import Candidate, build_model, candidate, list_candidates
 from gradsign_pl.proxies import (
     GradSignResult,
     ProxyResult,
@@ -15,16 +19,30 @@ from gradsign_pl.proxies import (
     register_proxy,
     score,
 )
+from gradsign_pl.proxies.ensemble import rank_ensemble
+from gradsign_pl.spaces import create_space, list_spaces, register_space
+from gradsign_pl.triage import Ranking, rank
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Candidate",
+    "GradSignCallback",
     "GradSignResult",
     "ProxyResult",
+    "Ranking",
     "__version__",
+    "build_model",
+    "candidate",
+    "create_space",
     "get_proxy",
     "gradsign",
+    "list_candidates",
     "list_proxies",
+    "list_spaces",
+    "rank",
+    "rank_ensemble",
     "register_proxy",
+    "register_space",
     "score",
 ]

@@ -50,3 +50,24 @@ class DataDependent(nn.Module):
         if h.sum().item() > 0:
             h = h * 2
         return self.b(torch.relu(h))
+
+
+class TinyCNN(nn.Module):
+    """A small CNN for end-to-end tests: ``width`` channels, any input channels, ``num_classes`` outputs."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(2)
+        )
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).flatten(1))
+
+
+class BrokenCNN(TinyCNN):
+    """Builds, but its forward fails: a candidate that must be reported, not sink a ranking."""
+
+    def forward(self, x):
+        raise RuntimeError("this candidate's forward is broken on purpose")

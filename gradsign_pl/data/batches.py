@@ -71,13 +71,15 @@ DATASETS: dict[str, DatasetSpec] = {
 
 def load_batch(
     dataset: str,
-    n: int = 64,
+    n: int | None = 64,
     *,
     seed: int = 42,
     split: str = "train",
     root: str | os.PathLike | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``n`` distinct images of ``dataset`` drawn with ``seed`` (same seed -> same batch), normalised.
+
+    ``n=None`` returns every image of the split, in the seeded order.
 
     Returns ``(inputs, labels)``: float32 ``(n, 3, H, W)`` and int64 ``(n,)``.
     """
@@ -92,6 +94,7 @@ def load_batch(
             raise ValueError(f"{spec.file} lacks {x_key!r}/{y_key!r} (has {data.files}); is it the right file?")
         images, labels = data[x_key], data[y_key]
     available = len(labels)
+    n = available if n is None else n
     if not 1 <= n <= available:
         raise ValueError(f"n must be between 1 and {available} for {dataset}/{split}, got {n}")
     order = torch.randperm(available, generator=torch.Generator().manual_seed(seed))[:n].numpy()

@@ -129,11 +129,12 @@ def score_archs(
     seed: int,
     device: torch.device,
     progress: Callable[[int], None] | None = None,
+    batch_for: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> int:
     """Score every ``(arch, proxy)`` pair missing from ``cache``; return how many were computed.
 
     A failure (build error, exception in a proxy, non-finite score) is cached as ``nan`` with its reason and the
-    study goes on.
+    study goes on. ``batch_for(index)``, when given, supplies each arch's own batch instead of ``inputs, targets``.
     """
     fns = {p: get_proxy(p).fn for p in proxies}
     inputs, targets = inputs.to(device), targets.to(device)
@@ -148,10 +149,11 @@ def score_archs(
                 for p in missing:
                     cache.add(index, p, math.nan, reason=f"build failed: {type(exc).__name__}: {exc}", seconds=0.0)
                 model = None
+            x, y = (inputs, targets) if batch_for is None else (t.to(device) for t in batch_for(int(index)))
             for p in missing if model is not None else []:
                 t0 = time.perf_counter()
                 try:
-                    result = fns[p](model, inputs, targets)
+                    result = fns[p](model, x, y)
                     value, reason = result.score, result.reason
                 except Exception as exc:  # noqa: BLE001
                     value, reason = math.nan, f"{type(exc).__name__}: {exc}"
@@ -179,12 +181,15 @@ def run_correlation(
     device: str = "auto",
     progress: bool = True,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+    batch_per_arch: bool = False,
 ) -> CorrelationStudy:
     """Score ``n_archs`` archs sampled with ``seed`` (or the given ``indices``) and correlate with accuracy.
 
     The mini-batch is ``batch_size`` real images of ``dataset`` drawn with ``seed`` (or ``batch``, given as
     ``(inputs, targets)``). Results are cached in ``out`` as they are computed; calling again with the same
-    settings resumes.
+    settings resumes. ``batch_per_arch=True`` gives every arch its own ``batch_size`` images drawn from the whole
+    image set with a seed derived from ``seed`` and the arch index (the protocol of NAS-Bench-Suite-Zero, which
+    draws a fresh batch per arch); the default scores every arch on the same batch, as the GradSign paper does.
     """
     proxies = list(dict.fromkeys(proxies))
     for p in proxies:
@@ -198,11 +203,26 @@ def run_correlation(
             raise ValueError(f"ensemble parts {unknown} are not among the scored proxies {proxies}; add them")
     accuracy_all = space.accuracy(dataset)
     indices = list(indices) if indices is not None else space.sample(n_archs, seed)
-    inputs, targets = batch if batch is not None else load_batch(dataset, batch_size, seed=seed, root=data_dir)
-    batch_size = len(inputs)
+    batch_for = None
+    if batch_per_arch:
+        pool_x, pool_y = batch if batch is not None else load_batch(dataset, None, seed=seed, root=data_dir)
+        if not 1 <= batch_size <= len(pool_x):
+            raise ValueError(f"batch_size must be between 1 and {len(pool_x)} (the images available), got {batch_size}")
+
+        def batch_for(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + index)
+            pick = torch.randperm(len(pool_x), generator=g)[:batch_size]
+            return pool_x[pick], pool_y[pick]
+
+        inputs, targets = pool_x, pool_y
+    else:
+        inputs, targets = batch if batch is not None else load_batch(dataset, batch_size, seed=seed, root=data_dir)
+        batch_size = len(inputs)
     torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     meta = {"space": space.name, "dataset": dataset, "seed": seed, "batch_size": batch_size,
             "batch": batch_fingerprint(inputs, targets), "dtype": "float32"}
+    if batch_per_arch:
+        meta["batch"] = f"per-arch draws from {meta['batch']}"
     cache = ScoreCache(out, meta)
     todo = sum(1 for i in indices if any((i, p) not in cache for p in proxies))
     if progress and todo:
@@ -219,9 +239,10 @@ def run_correlation(
         with Progress(*columns) as bar:
             task = bar.add_task(f"{space.name}/{dataset}: scoring {len(proxies)} proxies", total=len(indices))
             score_archs(space, indices, proxies, inputs, targets, cache, dataset=dataset, seed=seed,
-                        device=torch_device, progress=lambda k: bar.advance(task, k))
+                        device=torch_device, progress=lambda k: bar.advance(task, k), batch_for=batch_for)
     else:
-        score_archs(space, indices, proxies, inputs, targets, cache, dataset=dataset, seed=seed, device=torch_device)
+        score_archs(space, indices, proxies, inputs, targets, cache, dataset=dataset, seed=seed, device=torch_device,
+                    batch_for=batch_for)
 
     accuracy = accuracy_all[np.asarray(indices, dtype=np.int64)]
     scores = {p: np.array([cache.score(i, p) for i in indices]) for p in proxies}

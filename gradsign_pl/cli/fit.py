@@ -1,0 +1,226 @@
+"""``gradsign-fit``: score candidates at initialisation, keep the best, train them, and report.
+
+A ``LightningCLI``: the recipe's ``data`` is any LightningDataModule, ``model`` holds the training hyperparameters of
+:class:`~gradsign_pl.modules.ClassificationModule`, ``trainer`` is Lightning's Trainer; on top of those,
+``candidates`` lists the models and ``triage`` how to score and filter them. Every option can be overridden on the
+command line (``--triage.top_k 2``); the resolved config is saved as ``config.yaml`` in ``run_dir``.
+
+    gradsign-fit                                   # the quickstart: digits shipped with scikit-learn, offline
+    gradsign-fit --config recipes/cifar10.yaml
+    gradsign-fit --config recipe.yaml --score_only true
+
+Steps: rank (cached in ``run_dir/scores``, resumes) -> train every kept candidate (``run_dir/train/<name>``;
+finished ones are recorded in ``run_dir/trained.jsonl`` and skipped when the command is run again) -> test the best
+checkpoint -> ``report.md`` / ``report.csv`` / ``report.json`` / ``predicted_vs_achieved.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from gradsign_pl.candidates import candidate
+from gradsign_pl.modules.classification import ClassificationModule
+from gradsign_pl.report import write_report
+from gradsign_pl.triage import rank
+
+QUICKSTART_CANDIDATES: list[str | dict] = [
+    "timm:resnet18",
+    "timm:mobilenetv3_small_100",
+    "timm:efficientnet_b0",
+    "timm:regnetx_002",
+    "torchvision:shufflenet_v2_x0_5",
+    "torchvision:squeezenet1_1",
+    {"model": "timm:vit_tiny_patch16_224", "name": "timm:vit_tiny_patch8_32", "kwargs": {"img_size": 32, "patch_size": 8}},
+]
+"""The quickstart's candidates (also in ``recipes/quickstart.yaml``): CNNs of four families, two torchvision
+models and a small ViT, all fitted to 32x32 single-channel digits."""
+
+
+@dataclasses.dataclass
+class TriageOptions:
+    """How candidates are scored and filtered before training.
+
+    Args:
+        proxies: registered zero-cost proxies to score with.
+        order_by: proxy to rank by (default the first), or 'ensemble' (AZ-NAS log-rank sum of all proxies).
+        seeds: initialisation seeds per candidate (mean and spread reported).
+        top_k: train the best k ranked candidates (None: all ranked).
+        max_params: skip candidates with more parameters than this.
+        max_flops: skip candidates with more operations per sample than this (NB-201 convention).
+        max_samples: images of the first training batch used for scoring.
+    """
+
+    proxies: list[str] = dataclasses.field(default_factory=lambda: ["gradsign", "params", "flops"])
+    order_by: str | None = None
+    seeds: int = 1
+    top_k: int | None = 3
+    max_params: float | None = None
+    max_flops: float | None = None
+    max_samples: int = 64
+
+
+class GradSignFitCLI(LightningCLI):
+    """The parser of ``gradsign-fit`` (see the module docstring); ``run=False``: :func:`run_fit` does the work."""
+
+    def __init__(self, args: list[str] | None = None) -> None:
+        super().__init__(
+            ClassificationModule,
+            pl.LightningDataModule,
+            subclass_mode_data=True,
+            run=False,
+            args=args,
+            save_config_callback=None,
+            auto_configure_optimizers=False,
+            seed_everything_default=0,
+            parser_kwargs={"description": __doc__.splitlines()[0], "exit_on_error": True},
+        )
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument("--candidates", type=list[str | dict], default=QUICKSTART_CANDIDATES,
+                            help="candidate models: timm:<name>, torchvision:<name>, nb201:<arch|index>, or "
+                                 "{class_path, init_args} / {model, kwargs, name} mappings")
+        parser.add_dataclass_arguments(TriageOptions, "triage")
+        parser.add_argument("--run_dir", type=str, default="runs/quickstart", help="where everything is written")
+        parser.add_argument("--score_only", type=bool, default=False, help="rank only, train nothing")
+        parser.set_defaults({
+            "data": {"class_path": "gradsign_pl.data.datamodules.DigitsDataModule"},
+            "trainer.max_epochs": 3,
+            "trainer.accelerator": "auto",
+            "trainer.devices": 1,
+            "trainer.enable_model_summary": False,
+            "trainer.log_every_n_steps": 10,
+        })
+
+    def instantiate_classes(self) -> None:
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+
+    def fresh_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """A new Trainer from the recipe with freshly instantiated callbacks (never shared between runs)."""
+        config_init = self.parser.instantiate_classes(self.config)
+        recipe = dict(self._get(config_init, "trainer", default={}))
+        callbacks = list(recipe.pop("callbacks", None) or []) + list(kwargs.pop("callbacks", []))
+        return self.trainer_class(**{**recipe, **kwargs, "callbacks": callbacks})
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def read_jsonl_records(path: Path) -> dict[str, dict[str, Any]]:
+    """``{record["name"]: record}`` from a JSON-lines log, skipping a line cut short by an interruption."""
+    done: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["name"]] = rec
+            except (ValueError, KeyError):
+                continue  # a line cut short by an interruption
+    return done
+
+
+def _metric(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    return None if value is None else float(value)
+
+
+def train_candidate(cli: GradSignFitCLI, spec: Any, name: str, run_dir: Path) -> dict[str, Any]:
+    """Train one kept candidate with the recipe's trainer; test its best checkpoint. Failures are returned."""
+    dm = cli.datamodule
+    t0 = time.perf_counter()
+    record: dict[str, Any] = {"name": name}
+    try:
+        pl.seed_everything(cli.config.seed_everything, workers=True, verbose=False)
+        backbone = candidate(spec, name=name).build(num_classes=dm.num_classes, in_chans=dm.in_chans,
+                                                    input_size=(dm.image_size, dm.image_size))
+        module = ClassificationModule(backbone, dm.num_classes, **cli.model.training_hyperparameters())
+        out = run_dir / "train" / _safe(name)
+        checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/acc", mode="max", save_top_k=1,
+                                     filename="best")
+        trainer = cli.fresh_trainer(default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
+                                    callbacks=[checkpoint])
+        trainer.fit(module, datamodule=dm)
+        val = _metric(trainer.callback_metrics, "val/acc")
+        tested = trainer.test(module, datamodule=dm, ckpt_path="best" if checkpoint.best_model_path else None,
+                              verbose=False)
+        record.update(status="trained", val_acc=val, test_acc=_metric(tested[0], "test/acc") if tested else None,
+                      checkpoint=checkpoint.best_model_path or None, epochs=trainer.current_epoch)
+    except Exception as exc:  # noqa: BLE001 - one failing survivor does not sink the others
+        record.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    return record
+
+
+def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
+    """Rank, train the kept candidates, and write the report (see the module docstring)."""
+    cfg = cli.config
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cli.parser.save(cfg, str(run_dir / "config.yaml"), overwrite=True, skip_none=False)
+    dm = cli.datamodule
+    for attr in ("num_classes", "in_chans", "image_size"):
+        if not hasattr(dm, attr):
+            raise ValueError(
+                f"the datamodule {type(dm).__name__} has no {attr!r} attribute; gradsign-fit needs num_classes, "
+                "in_chans and image_size to build candidates that fit the data"
+            )
+    triage = cfg.triage
+    specs = list(cfg.candidates)
+    names = [candidate(s).name for s in specs]
+    ranking = rank(dict(zip(names, specs)), dm, triage.proxies, seeds=triage.seeds, max_params=triage.max_params,
+                   max_flops=triage.max_flops, top_k=triage.top_k, cache=run_dir / "scores",
+                   num_classes=dm.num_classes, order_by=triage.order_by, max_samples=triage.max_samples)
+    ranking.print()
+    ranking.to_csv(run_dir / "ranking.csv")
+    ranking.to_json(run_dir / "ranking.json")
+    trained_log = run_dir / "trained.jsonl"
+    done = read_jsonl_records(trained_log)
+    if not cfg.score_only:
+        spec_of = dict(zip(names, specs))
+        for row in ranking.kept:
+            if done.get(row.name, {}).get("status") == "trained":
+                print(f"{row.name}: already trained ({100 * (done[row.name].get('test_acc') or math.nan):.2f}% test), "
+                      "skipped")
+                continue
+            print(f"training {row.name} (rank {row.rank})")
+            record = train_candidate(cli, spec_of[row.name], row.name, run_dir)
+            done[row.name] = record
+            with open(trained_log, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+    paths = write_report(run_dir, ranking, list(done.values()), command=command, score_only=cfg.score_only)
+    print(f"report: {paths['markdown']}")
+    return paths
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``gradsign-fit`` console script."""
+    argv = sys.argv[1:] if args is None else args
+    command = "gradsign-fit " + " ".join(shlex.quote(a) for a in argv)
+    torch.set_float32_matmul_precision("high")
+    try:
+        cli = GradSignFitCLI(args=args)  # None: LightningCLI reads sys.argv itself
+        run_fit(cli, command)
+    except (ValueError, KeyError, FileNotFoundError, TypeError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"gradsign-fit: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The report of a ``gradsign-fit`` run: did the zero-cost prediction hold once the survivors were trained?
+
+Writes ``report.md`` (people), ``report.csv`` / ``report.json`` (machines) and ``predicted_vs_achieved.png`` into the
+run directory. Spearman rho and Kendall tau (torchmetrics) compare each proxy's ranking of the trained candidates
+with their achieved test accuracy (nan with a note when fewer than three were trained).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradsign_pl.studies.correlation import rank_correlation
+from gradsign_pl.triage import Ranking
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "--"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def agreement(ranking: Ranking, trained: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
+    """Spearman / Kendall of each proxy (and params, flops) against achieved test accuracy over trained runs."""
+    done = [t for t in trained if t.get("status") == "trained" and t.get("test_acc") is not None]
+    acc = [t["test_acc"] for t in done]
+    out = {}
+    for key in [*ranking.proxies, "params", "flops"]:
+        values = []
+        for t in done:
+            row = ranking[t["name"]]
+            values.append(float(row.scores[key]) if key in row.scores else float(getattr(row, key) or math.nan))
+        rho, tau, n = rank_correlation(values, acc) if len(done) >= 3 else (math.nan, math.nan, len(done))
+        out[key] = {"spearman": None if math.isnan(rho) else rho, "kendall": None if math.isnan(tau) else tau, "n": n}
+    return out
+
+
+def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], *, command: str,
+                 score_only: bool) -> dict[str, Path]:
+    """Write the run's report files; return their paths."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": run_dir / "report.md", "csv": run_dir / "report.csv", "json": run_dir / "report.json"}
+    by_name = {t["name"]: t for t in trained}
+    records = []
+    for rec in ranking.records():
+        t = by_name.get(rec["name"], {})
+        records.append({**rec, "train_status": t.get("status"), "val_acc": t.get("val_acc"),
+                        "test_acc": t.get("test_acc"), "train_seconds": t.get("seconds"),
+                        "checkpoint": t.get("checkpoint"), "train_error": t.get("error")})
+    with open(paths["csv"], "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(records[0]) if records else ["name"])
+        writer.writeheader()
+        writer.writerows(records)
+    stats = agreement(ranking, trained) if not score_only else {}
+    paths["json"].write_text(json.dumps({"command": command, "order_by": ranking.order_by, "proxies": ranking.proxies,
+                                         "seeds": ranking.seeds, "batch": ranking.batch, "candidates": records,
+                                         "agreement": stats}, indent=2) + "\n")
+    if not score_only and any(t.get("test_acc") is not None for t in trained):
+        paths["plot"] = _plot(run_dir / "predicted_vs_achieved.png", ranking, trained, stats)
+    paths["markdown"].write_text(_markdown(ranking, records, stats, command, score_only, "plot" in paths))
+    return paths
+
+
+def _plot(path: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], stats: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in trained if t.get("test_acc") is not None]
+    key = ranking.order_by if ranking.order_by in ranking.proxies else ranking.proxies[0]
+    x = np.array([ranking[t["name"]].scores[key] for t in done], dtype=float)
+    y = np.array([100 * t["test_acc"] for t in done])
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+    ax.scatter(x, y, s=30)
+    for xi, yi, t in zip(x, y, done):
+        ax.annotate(t["name"], (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    s = stats.get(key, {})
+    ax.set_title(f"{key} at initialisation vs achieved test accuracy\nSpearman {_fmt(s.get('spearman'))}, "
+                 f"Kendall {_fmt(s.get('kendall'))} (n={s.get('n')})", fontsize=9)
+    ax.set_xlabel(f"{key} score (higher = predicted better)")
+    ax.set_ylabel("test accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, command: str, score_only: bool,
+              plot: bool) -> str:
+    lines = ["# gradsign-fit report", "", f"Command: `{command}`", "",
+             f"Scoring batch: {ranking.batch['shape']} ({ranking.batch['num_classes']} classes, fingerprint "
+             f"`{ranking.batch['fingerprint']}`); proxies: {', '.join(ranking.proxies)}; ordered by "
+             f"{ranking.order_by}; {ranking.seeds} initialisation seed(s).", "", "## Ranking at initialisation", ""]
+    head = ["rank", "candidate", *ranking.proxies, "params (M)", "MFLOPs", "kept", "test acc (%)", "note"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in records:
+        note = r["reason"] or r["train_error"] or ""
+        lines.append("| " + " | ".join([
+            _fmt(r["rank"]), r["name"], *[_fmt(r[p], 4) if isinstance(r[p], float) else "--" for p in ranking.proxies],
+            _fmt(r["params"] / 1e6 if r["params"] is not None else None, 2),
+            _fmt(r["flops"] / 1e6 if r["flops"] is not None else None, 1), "yes" if r["kept"] else "",
+            _fmt(100 * r["test_acc"] if r["test_acc"] is not None else None, 2), note.replace("|", "/")]) + " |")
+    if score_only:
+        lines += ["", "Score-only run: nothing was trained."]
+    else:
+        lines += ["", "## Did the prediction hold?", "",
+                  "Rank agreement between each score and the achieved test accuracy of the trained candidates "
+                  "(torchmetrics Spearman rho / Kendall tau; needs 3 or more trained):", "",
+                  "| score | Spearman | Kendall | trained |", "|---|---|---|---|"]
+        for key, s in stats.items():
+            lines.append(f"| {key} | {_fmt(s['spearman'])} | {_fmt(s['kendall'])} | {s['n']} |")
+        if plot:
+            lines += ["", "![predicted vs achieved](predicted_vs_achieved.png)"]
+    return "\n".join(lines) + "\n"

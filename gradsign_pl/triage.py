@@ -1,0 +1,420 @@
+"""Triage: score many candidate models on one real batch, filter by budget, rank, keep the top ones.
+
+``rank(candidates, batch_or_datamodule, ...)`` builds every candidate for the data (classes, input channels),
+scores it with each proxy under one or more initialisation seeds, and returns a :class:`Ranking`: candidates
+ordered by the mean score of the ordering proxy (higher first), with the spread over seeds, size (params, FLOPs),
+whether each is kept, and the reason for every failure. One failing candidate (build error, forward error, out
+of memory, non-finite score) never sinks the run. With ``cache=<dir>`` every score is written to disk as soon as
+it exists and an interrupted run resumes without recomputing.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gradsign_pl.candidates import Candidate, candidate
+from gradsign_pl.proxies import get_proxy
+from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng
+from gradsign_pl.proxies.ensemble import rank_ensemble
+from gradsign_pl.proxies.size import count_flops
+from gradsign_pl.studies.cache import ScoreCache
+
+SIZE_KEYS = ("params", "flops")
+
+
+@dataclasses.dataclass
+class RankedCandidate:
+    """One candidate's outcome.
+
+    Attributes:
+        name: display name (``"timm:resnet18"``).
+        status: ``"ok"``, ``"over budget"`` or ``"failed"``.
+        scores: proxy -> mean score over seeds (``nan`` where every seed failed).
+        spread: proxy -> standard deviation over seeds (0 for one seed).
+        params: parameters of the model built for the data; flops: operations per sample (NB-201 convention).
+        rank: 1-based position among the ranked candidates (``None`` when not ranked).
+        kept: whether it survived ``top_k`` and the budgets.
+        reason: why it failed or was filtered, else ``None``.
+        seconds: total scoring time.
+    """
+
+    name: str
+    status: str
+    scores: dict[str, float]
+    spread: dict[str, float]
+    params: int | None
+    flops: int | None
+    rank: int | None = None
+    kept: bool = False
+    reason: str | None = None
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class Ranking:
+    """Candidates ordered best first by ``order_by``; failures and filtered ones last.
+
+    Attributes:
+        rows: every candidate, ranked ones first (rank 1 = best).
+        proxies: proxies scored; order_by: the proxy (or ``"ensemble"``) the order follows.
+        seeds: initialisation seeds per candidate; batch: fingerprint and shape of the scoring batch.
+    """
+
+    rows: list[RankedCandidate]
+    proxies: list[str]
+    order_by: str
+    seeds: int
+    batch: dict[str, Any]
+
+    @property
+    def kept(self) -> list[RankedCandidate]:
+        """The candidates kept (best first)."""
+        return [r for r in self.rows if r.kept]
+
+    @property
+    def failures(self) -> list[RankedCandidate]:
+        """Candidates that could not be scored, with their reasons."""
+        return [r for r in self.rows if r.status == "failed"]
+
+    def __getitem__(self, name: str) -> RankedCandidate:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(f"no candidate named {name!r}; candidates: {', '.join(r.name for r in self.rows)}")
+
+    def columns(self) -> list[str]:
+        cols = ["rank", "name", "status", "kept"]
+        for p in self.proxies:
+            cols += [p] + ([f"{p}_std"] if self.seeds > 1 else [])
+        return cols + ["params", "flops", "seconds", "reason"]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One plain dict per candidate (``nan`` as ``None``), in ranking order."""
+        out = []
+        for r in self.rows:
+            rec: dict[str, Any] = {"rank": r.rank, "name": r.name, "status": r.status, "kept": r.kept}
+            for p in self.proxies:
+                rec[p] = _none_if_nan(r.scores.get(p, math.nan))
+                if self.seeds > 1:
+                    rec[f"{p}_std"] = _none_if_nan(r.spread.get(p, math.nan))
+            rec.update(params=r.params, flops=r.flops, seconds=round(r.seconds, 3), reason=r.reason)
+            out.append(rec)
+        return out
+
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns())
+            writer.writeheader()
+            writer.writerows(self.records())
+        return path
+
+    def to_json(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        payload = {"proxies": self.proxies, "order_by": self.order_by, "seeds": self.seeds, "batch": self.batch,
+                   "candidates": self.records()}
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        return path
+
+    def __rich__(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"Ranking by {self.order_by} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
+                            f"batch {self.batch['shape']})")
+        shown = [p for p in self.proxies if p not in SIZE_KEYS]  # params / flops have their own columns
+        table.add_column("#", justify="right")
+        table.add_column("candidate", no_wrap=True)
+        for p in shown:
+            table.add_column(p, justify="right", no_wrap=True)
+        table.add_column("params", justify="right")
+        table.add_column("MFLOPs", justify="right")
+        table.add_column("kept")
+        table.add_column("note")
+        for r in self.rows:
+            cells = []
+            for p in shown:
+                v, s = r.scores.get(p, math.nan), r.spread.get(p, math.nan)
+                cells.append(_fmt(v) + (f" ± {_fmt(s)}" if self.seeds > 1 and math.isfinite(s) else ""))
+            table.add_row(str(r.rank or "-"), r.name, *cells,
+                          f"{r.params / 1e6:.2f}M" if r.params is not None else "-",
+                          f"{r.flops / 1e6:.1f}" if r.flops is not None else "-",
+                          "yes" if r.kept else "", r.reason or "", style=None if r.status == "ok" else "dim")
+        return table
+
+    def print(self) -> None:
+        """Render the ranking as a table on the console."""
+        from rich.console import Console
+
+        console = Console()
+        if not console.is_terminal:
+            console.width = max(console.width, 140)
+        console.print(self)
+
+
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return "nan"
+    return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def first_batch(source: Any, *, batch_transform: Callable[[Any], tuple[Tensor, Tensor]] | None = None,
+                max_samples: int | None = None) -> tuple[Tensor, Tensor]:
+    """``(inputs, targets)`` from a tuple, a DataLoader or a LightningDataModule (its first training batch)."""
+    if isinstance(source, (tuple, list)) and len(source) == 2 and all(isinstance(t, Tensor) for t in source):
+        batch: Any = source
+    elif hasattr(source, "train_dataloader") and hasattr(source, "setup"):
+        if hasattr(source, "prepare_data"):
+            source.prepare_data()
+        source.setup("fit")
+        batch = next(iter(source.train_dataloader()))
+    elif isinstance(source, Iterable):
+        batch = next(iter(source))
+    else:
+        raise TypeError(
+            f"expected (inputs, targets) tensors, a DataLoader or a LightningDataModule, got {type(source).__name__}"
+        )
+    if batch_transform is not None:
+        batch = batch_transform(batch)
+    if isinstance(batch, Mapping):
+        keys = [("x", "y"), ("image", "label"), ("input", "target"), ("inputs", "targets")]
+        for kx, ky in keys:
+            if kx in batch and ky in batch:
+                batch = (batch[kx], batch[ky])
+                break
+    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], Tensor)):
+        raise ValueError(
+            f"cannot read (inputs, targets) from a batch of type {type(batch).__name__}; pass batch_transform=... "
+            "returning the pair"
+        )
+    x, y = batch[0], batch[1]
+    if max_samples is not None:
+        x, y = x[:max_samples], y[:max_samples]
+    return x, y
+
+
+def _num_classes(source: Any, targets: Tensor, num_classes: int | None) -> int:
+    if num_classes is not None:
+        return num_classes
+    found = getattr(source, "num_classes", None)
+    if isinstance(found, int):
+        return found
+    raise ValueError(
+        "the number of classes is unknown: pass num_classes=... (a mini-batch need not contain every class, "
+        f"this one has labels up to {int(targets.max())}), or give the datamodule a num_classes attribute"
+    )
+
+
+def rank(
+    candidates: Sequence[Any] | Mapping[str, Any],
+    batch_or_datamodule: Any,
+    proxies: Sequence[str] = ("gradsign",),
+    *,
+    seeds: int = 1,
+    max_params: float | None = None,
+    max_flops: float | None = None,
+    top_k: int | None = None,
+    cache: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    order_by: str | None = None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+    max_samples: int | None = 64,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> Ranking:
+    """Score every candidate on one real batch and rank them (see the module docstring).
+
+    Args:
+        candidates: specs (``"timm:resnet18"``, ``"torchvision:mobilenet_v3_small"``, ``"nb201:<arch|index>"``,
+            ``{"class_path": ..., "init_args": ...}``, a factory) or a mapping display name -> spec.
+        batch_or_datamodule: ``(inputs, targets)``, a DataLoader or a LightningDataModule.
+        proxies: registered proxies to score with (not ``ensemble``; use ``order_by="ensemble"``).
+        seeds: initialisation seeds per candidate (0..seeds-1); scores are averaged, the spread reported.
+        max_params, max_flops: budgets; larger candidates are listed as ``over budget`` and not scored.
+        top_k: keep the best ``top_k`` ranked candidates (default: keep every ranked one).
+        cache: directory for the resumable score cache.
+        num_classes: classes of the task (default: ``batch_or_datamodule.num_classes``).
+        order_by: proxy to order by (default: the first), or ``"ensemble"`` for the AZ-NAS log-rank sum of all.
+        loss_fn: loss for the gradient proxies; max_samples: truncate the batch.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+    """
+    proxies = list(dict.fromkeys(proxies))
+    if not proxies:
+        raise ValueError("proxies must name at least one registered proxy, e.g. ('gradsign',)")
+    for p in proxies:
+        if p == "ensemble":
+            raise ValueError("'ensemble' combines other proxies: list them and pass order_by='ensemble'")
+        get_proxy(p)
+    order_by = order_by or proxies[0]
+    if order_by not in (*proxies, "ensemble"):
+        raise ValueError(f"order_by={order_by!r} must be one of the scored proxies {proxies} or 'ensemble'")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    items = list(candidates.items()) if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
+    cands: list[Candidate] = [c if isinstance(c, Candidate) and name is None else candidate(c, name=name)
+                              for name, c in items]
+    names = [c.name for c in cands]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"candidate names must be unique, repeated: {duplicates}; give them names with a mapping")
+
+    x, y = first_batch(batch_or_datamodule, max_samples=max_samples)
+    classes = _num_classes(batch_or_datamodule, y, num_classes)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+    fingerprint = batch_fingerprint(x, y)
+    store = None
+    if cache is not None:
+        meta = {"batch": fingerprint, "num_classes": classes, "loss_fn": getattr(loss_fn, "__qualname__", str(loss_fn)),
+                "device_type": dev.type}
+        store = ScoreCache(cache, meta)
+    x, y = x.to(dev), y.to(dev)
+
+    rows = []
+    bar = _progress(progress, len(cands))
+    for cand in cands:
+        rows.append(_score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store))
+        bar.advance()
+    bar.close()
+    _order(rows, proxies, order_by, top_k)
+    return Ranking(rows, proxies, order_by, seeds, {"fingerprint": fingerprint, "shape": list(x.shape),
+                                                     "num_classes": classes})
+
+
+def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store):
+    t0 = time.perf_counter()
+    per_seed: dict[str, list[float]] = {p: [] for p in proxies}
+    reasons: list[str] = []
+    params = flops = None
+    for seed in range(seeds):
+        keys = [f"{p}@seed{seed}" for p in proxies]
+        size_cached = store is not None and all((cand.name, k) in store for k in SIZE_KEYS)
+        if store is not None and size_cached and all((cand.name, k) in store for k in keys):
+            params, flops = int(store.score(cand.name, "params")), int(store.score(cand.name, "flops"))
+            for p, k in zip(proxies, keys):
+                per_seed[p].append(store.score(cand.name, k))
+                if (r := store.get(cand.name, k).get("reason")):
+                    reasons.append(f"{p}: {r}")
+            continue
+        try:
+            with isolated_rng(dev, seed):
+                model = cand.build(num_classes=classes, in_chans=x.shape[1], input_size=tuple(x.shape[2:]))
+            model = model.to(dev)
+            if params is None:
+                params = sum(p.numel() for p in model.parameters())
+                flops, _ = count_flops(_eval_copy(model), x[:2])
+                if store is not None:
+                    store.add(cand.name, "params", float(params))
+                    store.add(cand.name, "flops", float(flops))
+        except Exception as exc:  # noqa: BLE001 - a broken candidate is reported, the rest still rank
+            return RankedCandidate(cand.name, "failed", {p: math.nan for p in proxies}, {}, params, flops,
+                                   reason=f"build/forward failed: {_describe(exc)}",
+                                   seconds=time.perf_counter() - t0)
+        over = _over_budget(params, flops, max_params, max_flops)
+        if over:
+            return RankedCandidate(cand.name, "over budget", {p: math.nan for p in proxies}, {}, params, flops,
+                                   reason=over, seconds=time.perf_counter() - t0)
+        for p, k in zip(proxies, keys):
+            if store is not None and (cand.name, k) in store:
+                per_seed[p].append(store.score(cand.name, k))
+                continue
+            try:
+                result = get_proxy(p).fn(model, x, y, loss_fn=loss_fn)
+                value, reason = result.score, result.reason
+            except Exception as exc:  # noqa: BLE001
+                value, reason = math.nan, _describe(exc)
+            if not math.isfinite(value):
+                reason = reason or f"non-finite score {value}"
+                reasons.append(f"{p}: {reason}")
+            per_seed[p].append(value)
+            if store is not None:
+                store.add(cand.name, k, value, reason=reason)
+        del model
+    scores = {p: float(np.mean(v)) if v and all(math.isfinite(s) for s in v) else math.nan
+              for p, v in per_seed.items()}
+    spread = {p: float(np.std(v)) if v and all(math.isfinite(s) for s in v) else math.nan
+              for p, v in per_seed.items()}
+    over = _over_budget(params, flops, max_params, max_flops)
+    if over:
+        return RankedCandidate(cand.name, "over budget", scores, spread, params, flops, reason=over,
+                               seconds=time.perf_counter() - t0)
+    failed = any(not math.isfinite(v) for v in scores.values())
+    return RankedCandidate(cand.name, "failed" if failed else "ok", scores, spread, params, flops,
+                           reason="; ".join(dict.fromkeys(reasons)) or None, seconds=time.perf_counter() - t0)
+
+
+def _eval_copy(model):
+    import copy
+
+    net = copy.deepcopy(model).eval()
+    return net
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return f"out of memory ({type(exc).__name__}); try a smaller batch (max_samples) or chunk_size"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _over_budget(params, flops, max_params, max_flops) -> str | None:
+    if max_params is not None and params is not None and params > max_params:
+        return f"{params / 1e6:.2f}M params > max_params {max_params / 1e6:.2f}M"
+    if max_flops is not None and flops is not None and flops > max_flops:
+        return f"{flops / 1e6:.1f} MFLOPs > max_flops {max_flops / 1e6:.1f}M"
+    return None
+
+
+def _order(rows: list[RankedCandidate], proxies: list[str], order_by: str, top_k: int | None) -> None:
+    ok = [r for r in rows if r.status == "ok"]
+    if order_by == "ensemble":
+        combined = rank_ensemble({p: [r.scores[p] for r in ok] for p in proxies}, "log_rank") if ok else []
+        keys = dict(zip((r.name for r in ok), combined))
+    else:
+        keys = {r.name: r.scores[order_by] for r in ok}
+    ok.sort(key=lambda r: -keys[r.name])
+    for i, r in enumerate(ok, start=1):
+        r.rank = i
+        r.kept = top_k is None or i <= top_k
+        if not r.kept:
+            r.reason = f"not in the top {top_k}"
+    rest = [r for r in rows if r.status != "ok"]
+    rows[:] = ok + rest
+
+
+class _progress:
+    """A rich progress bar (or nothing)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar = None
+        if enabled and total > 1:
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("scoring candidates", total=total)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
