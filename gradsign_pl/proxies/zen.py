@@ -4,7 +4,7 @@ With gaussian inputs x, eps ~ N(0, 1) of the batch's shape (n, *inputs.shape[1:]
 the final global pooling::
 
     Delta = mean_i sum_{c,h,w} | f(x)_i - f(x + gamma * eps)_i |          # gamma = mixup_gamma = 1e-2
-    score = log(Delta) + sum_{BN layers l} log sqrt(mean_c sigma_lc^2)    # sigma_lc^2: batch variance of channel c
+    score = log(Delta) + sum_{BN layers l} log sqrt(mean_c running_var_lc)   # after the forwards of x and x + gamma*eps
 
 averaged over ``repeat`` draws (fresh gaussian weights and inputs each time). Higher = better predicted accuracy.
 
@@ -12,11 +12,14 @@ Semantics, checked against ``ZeroShotProxy/compute_zen_score.py`` in idstcv/ZenN
   * weights: with ``gaussian_init=True`` (the authors' default, done before every repeat) Conv/Linear weights are
     redrawn from N(0, 1) with zero biases and BatchNorm/GroupNorm affine set to 1/0 -- on the private copy only;
     ``gaussian_init=False`` scores the model's current weights.
-  * BatchNorm: the copy is in train mode (batch statistics). sigma_lc^2 is the unbiased variance of BN layer l's
-    input over the batch and spatial positions in the forward of x -- the paper's definition. The authors' code
-    reads ``running_var`` after the forwards of x and x' with the default momentum 0.1 (so it mixes in the
-    initial 1s); we use the batch variance itself. Every ``_BatchNorm`` that runs before the feature map counts
-    (the authors' networks only have BatchNorm2d).
+  * BatchNorm: the copy is in train mode (batch statistics), and the BN term reads each layer's ``running_var``
+    after the forwards of x and x + gamma*eps, as the authors' code does (with the layers' own momentum, 0.1 by
+    default, the running variance mixes the batch variances into its initial value). The paper writes the batch
+    variance itself; that is ``-inf`` for a layer whose input is constant (a branch cut off by ``none`` edges,
+    about 17% of NB-201 archs), where the code's running variance stays finite, so we follow the code. Every
+    ``_BatchNorm`` that runs before the feature map counts once (the authors' ``forward_pre_GAP`` never runs the
+    head); a layer without running statistics (``track_running_stats=False``) contributes its batch variance from
+    the forward of x. Across ``repeat`` draws the running statistics keep accumulating, as in the authors' loop.
   * feature map (the authors call ``forward_pre_GAP``): ``features(model, x)`` if given; else
     ``model.forward_features(x)`` (timm); else the input of the last global pooling module executed
     (``nn.AdaptiveAvgPool*d``/``nn.AdaptiveMaxPool*d``); else the input of the last ``nn.Linear`` executed.
@@ -64,7 +67,7 @@ def gaussian_init_(net: nn.Module) -> None:
 
 
 class _FeatureProbe:
-    """One forward: the feature map and the batch variances of the BatchNorm layers that ran before it."""
+    """One forward: the feature map and the log batch-sigma of BatchNorm layers without running statistics."""
 
     def __init__(self, net: nn.Module, features: FeatureFn | None) -> None:
         self.net = net
@@ -88,10 +91,15 @@ class _FeatureProbe:
                 )
         self.used: str = self.kind
 
-    def __call__(self, x: Tensor, *, record_bn: bool) -> tuple[Tensor, list[float]]:
-        events: list[tuple[str, Any]] = []  # in execution order: ("bn", log sigma) / ("feat", tensor)
+    def __call__(self, x: Tensor, *, record_bn: bool) -> tuple[Tensor, list[Any]]:
+        """The feature map, and for each BN layer that ran before it: the module (has running statistics) or the
+        log of its batch sigma (has none)."""
+        events: list[tuple[str, Any]] = []  # in execution order: ("bn", module | log sigma) / ("feat", tensor)
 
         def bn_hook(m: nn.Module, args: tuple[Any, ...]) -> None:
+            if m.running_var is not None:
+                events.append(("bn", m))  # its running_var is read after both forwards
+                return
             h = args[0].detach()
             dims = [d for d in range(h.ndim) if d != 1]
             var = h.double().var(dim=dims, unbiased=True)
@@ -173,8 +181,15 @@ def zen(
                     gaussian_init_(net)
                 x = torch.randn(ctx.inputs.shape, dtype=ctx.dtype, device=ctx.device)
                 eps = torch.randn(ctx.inputs.shape, dtype=ctx.dtype, device=ctx.device)
-                f1, log_sigmas = probe(x, record_bn=True)
+                f1, bn_terms = probe(x, record_bn=True)
                 f2, _ = probe(x + mixup_gamma * eps, record_bn=False)
+                log_sigmas, seen = [], set()
+                for t in bn_terms:  # a layer called twice counts once, like ZenNAS's loop over modules
+                    if isinstance(t, float):
+                        log_sigmas.append(t)
+                    elif id(t) not in seen:
+                        seen.add(id(t))
+                        log_sigmas.append(0.5 * float(torch.log(t.running_var.double().mean())))
                 delta = (f1.double() - f2.double()).abs().reshape(f1.shape[0], -1).sum(1).mean()
                 value, reason = finite_or_reason(torch.log(delta) + sum(log_sigmas), "log(Delta) + BN scaling")
                 if reason:
@@ -192,7 +207,7 @@ def zen(
             "features": probe.used,
             "batch_size": ctx.n,
             "input_shape": list(ctx.inputs.shape[1:]),
-            "batchnorm": "train (batch variance)",
+            "batchnorm": "train; BN term from running_var after both forwards (ZenNAS code)",
         },
         reason=reason,
     )
