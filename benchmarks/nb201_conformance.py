@@ -85,7 +85,7 @@ def sample_check(space, data_dir, n, cache_dir) -> list[dict]:
     zen_peer = np.array([float(zen_rows[i]["zen_cifar10"]) for i in indices])
     zen_peer[zen_peer <= -1e7] = math.nan  # the peer's marker for degenerate archs
     zen_val = np.array([float(zen_rows[i]["val_accuracy_cifar10"]) for i in indices])
-    v1_peer = np.array([float(v1_rows[i]["naswot_v1_score"]) for i in indices])
+    v1_peer = np.array([float(v1_rows[i]["naswot_v1_score"] or "nan") for i in indices])  # empty: degenerate
     v1_acc = space.table.column("cifar10_valid")[indices]
     out = []
     for ours, peer, acc, source in (("zen", zen_peer, zen_val, "nb201_zc_zen_naslib.csv (val_accuracy_cifar10)"),

@@ -12,8 +12,8 @@ operations are counted per sample for one forward pass in eval mode, with
 * scaled dot-product attention: one per multiply-accumulate of its two matrix products;
 * everything else (activations, additions, concatenation, ...): 0.
 
-On the 2 000+ NB-201 rows of ``nb201_zc_naslib_subset.csv`` this agrees with NASLib's ``flops`` column to within
-0.01% (``benchmarks/nb201_conformance.py``). The counting runs on :class:`torch.utils.flop_counter.FlopCounterMode`
+On the 725 CIFAR-10 NB-201 archs of ``nb201_zc_naslib_subset.csv`` this agrees with NASLib's ``flops`` column to
+within 0.014% (``benchmarks/nb201_conformance.py``). The counting runs on :class:`torch.utils.flop_counter.FlopCounterMode`
 with formulas for these conventions.
 """
 
