@@ -98,12 +98,13 @@ def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, comm
              f"Scoring batch: {ranking.batch['shape']} ({ranking.batch['num_classes']} classes, fingerprint "
              f"`{ranking.batch['fingerprint']}`); proxies: {', '.join(ranking.proxies)}; ordered by "
              f"{ranking.order_by}; {ranking.seeds} initialisation seed(s).", "", "## Ranking at initialisation", ""]
-    head = ["rank", "candidate", *ranking.proxies, "params (M)", "MFLOPs", "kept", "test acc (%)", "note"]
+    shown = [p for p in ranking.proxies if p not in ("params", "flops")]  # they have their own columns
+    head = ["rank", "candidate", *shown, "params (M)", "MFLOPs", "kept", "test acc (%)", "note"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         note = r["reason"] or r["train_error"] or ""
         lines.append("| " + " | ".join([
-            _fmt(r["rank"]), r["name"], *[_fmt(r[p], 4) if isinstance(r[p], float) else "--" for p in ranking.proxies],
+            _fmt(r["rank"]), r["name"], *[f"{r[p]:.4g}" if isinstance(r[p], float) else "--" for p in shown],
             _fmt(r["params"] / 1e6 if r["params"] is not None else None, 2),
             _fmt(r["flops"] / 1e6 if r["flops"] is not None else None, 1), "yes" if r["kept"] else "",
             _fmt(100 * r["test_acc"] if r["test_acc"] is not None else None, 2), note.replace("|", "/")]) + " |")
