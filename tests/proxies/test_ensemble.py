@@ -25,7 +25,7 @@ def test_ranks_ties_and_nan():
     assert ranks([3.0, 1.0, 3.0, math.nan, 2.0]).tolist() == [4.5, 2.0, 4.5, 1.0, 3.0]
 
 
-finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_subnormal=False)
 
 
 @given(st.lists(st.one_of(finite, st.just(math.nan), st.sampled_from([0.0, 1.0])), min_size=1, max_size=30))
@@ -47,7 +47,7 @@ def test_ensemble_depends_only_on_order(pairs, method):
     a = np.array([p[0] for p in pairs])
     b = np.array([p[1] for p in pairs])
     base = rank_ensemble({"a": a, "b": b}, method)
-    moved = rank_ensemble({"a": a * 4.0, "b": b * 0.5}, method)  # exact, order-preserving
+    moved = rank_ensemble({"a": a * 4.0, "b": b * 2.0}, method)  # exact and order-preserving (no underflow)
     np.testing.assert_allclose(base, moved)
 
 
