@@ -201,6 +201,8 @@ def run_correlation(
         unknown = [p for p in parts if p not in proxies]
         if unknown:
             raise ValueError(f"ensemble parts {unknown} are not among the scored proxies {proxies}; add them")
+    if indices is None and not 1 <= n_archs <= len(space):
+        raise ValueError(f"n_archs must be between 1 and {len(space)} (the size of {space.name}), got {n_archs}")
     accuracy_all = space.accuracy(dataset)
     indices = list(indices) if indices is not None else space.sample(n_archs, seed)
     batch_for = None
