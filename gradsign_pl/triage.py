@@ -27,7 +27,7 @@ from torch import Tensor
 
 from gradsign_pl.candidates import Candidate, candidate
 from gradsign_pl.proxies import get_proxy
-from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng
+from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng, private_copy
 from gradsign_pl.proxies.ensemble import rank_ensemble
 from gradsign_pl.proxies.size import count_flops
 from gradsign_pl.studies.cache import ScoreCache
@@ -319,7 +319,7 @@ def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops,
             model = model.to(dev)
             if params is None:
                 params = sum(p.numel() for p in model.parameters())
-                flops, _ = count_flops(_eval_copy(model), x[:2])
+                flops, _ = count_flops(private_copy(model, train=False, requires_grad=False), x[:2])
                 if store is not None:
                     store.add(cand.name, "params", float(params))
                     store.add(cand.name, "flops", float(flops))
@@ -358,13 +358,6 @@ def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops,
     failed = any(not math.isfinite(v) for v in scores.values())
     return RankedCandidate(cand.name, "failed" if failed else "ok", scores, spread, params, flops,
                            reason="; ".join(dict.fromkeys(reasons)) or None, seconds=time.perf_counter() - t0)
-
-
-def _eval_copy(model):
-    import copy
-
-    net = copy.deepcopy(model).eval()
-    return net
 
 
 def _describe(exc: BaseException) -> str:
