@@ -111,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{ranking[n].scores.get(p, math.nan):.4g}" for p in PROXIES]
         accs = f"{100 * rec['test_acc']:.2f}" if rec.get("test_acc") is not None else rec.get("error", "--")
         md.append(f"| {n} | {accs} | {rec.get('seconds', math.nan):.0f} | " + " | ".join(cells) + " |")
-    md += ["", "This is a very short schedule (about 250 steps per model; mnasnet0_5 had not started learning), and 9 "
-           "models are few. Within it, the size baselines ranked the models better than GradSign (Kendall tau +0.44 "
-           "for params against -0.22), which agrees with the reference notes on real model zoos. Ranking real "
+    tau = {k: t for k, t, _, _ in rows}
+    steps = math.ceil(train_size / 64) * epochs
+    md += ["", f"A short schedule ({steps} steps per model) on {len(names)} models: Kendall tau {_f(tau['gradsign'])} "
+           f"for GradSign against {_f(tau['params'])} for params and {_f(tau['flops'])} for FLOPs. Ranking real "
            "models needs the size columns next to the zero-cost score, so the recipes and the report always show "
            "them.", "", "![triage](triage.png)", ""]
     (out_dir / "triage.md").write_text("\n".join(md))
