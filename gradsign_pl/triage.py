@@ -176,16 +176,22 @@ def _none_if_nan(x: float) -> float | None:
 
 def first_batch(source: Any, *, batch_transform: Callable[[Any], tuple[Tensor, Tensor]] | None = None,
                 max_samples: int | None = None) -> tuple[Tensor, Tensor]:
-    """``(inputs, targets)`` from a tuple, a DataLoader or a LightningDataModule (its first training batch)."""
+    """``(inputs, targets)`` from a tuple, a DataLoader or a LightningDataModule (its first training batch).
+
+    The batch is drawn under a fixed seed in an isolated RNG, so random augmentation or shuffling without a
+    generator gives the same batch every time and the caller's RNG state is unchanged.
+    """
     if isinstance(source, (tuple, list)) and len(source) == 2 and all(isinstance(t, Tensor) for t in source):
         batch: Any = source
     elif hasattr(source, "train_dataloader") and hasattr(source, "setup"):
         if hasattr(source, "prepare_data"):
             source.prepare_data()
         source.setup("fit")
-        batch = next(iter(source.train_dataloader()))
+        with isolated_rng(torch.device("cpu"), 0):  # random augmentation: same batch every run, caller's RNG kept
+            batch = next(iter(source.train_dataloader()))
     elif isinstance(source, Iterable):
-        batch = next(iter(source))
+        with isolated_rng(torch.device("cpu"), 0):
+            batch = next(iter(source))
     else:
         raise TypeError(
             f"expected (inputs, targets) tensors, a DataLoader or a LightningDataModule, got {type(source).__name__}"

@@ -147,3 +147,21 @@ def test_datamodule_num_classes_and_resize():
     ranking = rank({"a": tiny(4)}, dm, ["params"], progress=False)
     assert ranking.batch["shape"] == [32, 1, 16, 16] and ranking.batch["num_classes"] == 10
     assert not math.isnan(ranking["a"].scores["params"])
+
+
+def test_first_batch_is_reproducible_and_keeps_the_callers_rng():
+    class Augmented(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return torch.rand(3), i % 2  # random "augmentation" from the global RNG
+
+    loader = DataLoader(Augmented(), batch_size=4)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    a = first_batch(loader)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(6)
+    b = first_batch(loader)
+    assert torch.equal(a[0], b[0])
