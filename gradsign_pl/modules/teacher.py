@@ -1,0 +1,206 @@
+"""Teachers for knowledge distillation: build an architecture, then load its trained weights from a LOCAL file.
+
+A teacher is a trained network whose predictions guide a student (see
+:class:`gradsign_pl.modules.distillation.DistillationModule`). gradsign_pl never downloads weights, so a teacher is
+always an architecture spec (anything :func:`gradsign_pl.candidates.candidate` accepts, built with random
+initialisation) plus a checkpoint file on disk. :func:`load_teacher` reads
+
+- a plain ``state_dict`` (``torch.save(model.state_dict(), "teacher.pt")``; ``.pt``, ``.pth``, ``.bin``, any name),
+- a dict holding the weights under ``"state_dict"`` or ``"model"`` (ZenNAS / timm training scripts),
+- a Lightning checkpoint of a :class:`~gradsign_pl.modules.ClassificationModule` (keys ``backbone.*``; other
+  keys, e.g. a distillation module's ``feature_projections.*``, are ignored),
+- a ``.safetensors`` file (when the ``safetensors`` package is installed),
+
+stripping a common ``module.`` (DDP), ``backbone.`` (Lightning) or ``model.`` prefix when that makes the keys match
+the architecture. :func:`save_teacher` writes the plain ``state_dict`` form.
+
+Example::
+
+    teacher = load_teacher("timm:efficientnet_b3", "checkpoints/effnet_b3_cifar10.pt", num_classes=10)
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gradsign_pl.candidates import candidate
+
+__all__ = ["load_teacher", "save_teacher"]
+
+STRIP_PREFIXES = ("module.", "backbone.", "model.")
+"""Key prefixes that :func:`load_teacher` may strip (up to two, in any order) to match the architecture's keys."""
+
+_HOW_TO_TRAIN = (
+    "train one (e.g. fit a ClassificationModule around candidate({model!r}).build(num_classes=...) on your data and "
+    "pass its Lightning checkpoint, or save its backbone with "
+    "gradsign_pl.modules.teacher.save_teacher(module.backbone, path)) or point checkpoint to a local file"
+)
+
+
+def save_teacher(model: nn.Module, path: str | Path) -> Path:
+    """Write ``model.state_dict()`` (tensors moved to CPU) to ``path`` with ``torch.save``; returns the path.
+
+    Parent folders are created. The file is the plain ``state_dict`` form that :func:`load_teacher` reads back
+    into the same architecture.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, path)
+    return path
+
+
+def _read_file(path: Path) -> Any:
+    """The object stored in ``path``: a safetensors mapping, or what ``torch.load`` returns (on CPU)."""
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ValueError(
+                f"teacher checkpoint {path} is a .safetensors file but the safetensors package is not installed; "
+                "install it (pip install safetensors) or save the weights with torch.save(model.state_dict(), ...)"
+            ) from None
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:
+            raise ValueError(
+                f"cannot read teacher checkpoint {path} as safetensors: {type(exc).__name__}: {exc}"
+            ) from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # weights_only refuses arbitrary pickled objects (e.g. hyperparameters of some Lightning checkpoints); the
+        # file is local and chosen by the user, so fall back to the full unpickler
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise _unreadable(path, exc) from exc
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path: Path, exc: Exception) -> ValueError:
+    return ValueError(
+        f"cannot read teacher checkpoint {path}: {type(exc).__name__}: {exc}. Expected a file written by "
+        "torch.save(model.state_dict(), path) (or save_teacher), a Lightning checkpoint, or a .safetensors file"
+    )
+
+
+def _extract_state_dict(obj: Any, path: Path) -> dict[str, Tensor]:
+    """The ``{name: tensor}`` mapping inside a loaded checkpoint object."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model", "model_state_dict"):
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                inner = inner.state_dict()
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+                obj = inner
+                break
+        tensors = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
+        if tensors:
+            return tensors
+    raise ValueError(
+        f"teacher checkpoint {path} holds no weights ({type(obj).__name__}"
+        f"{' with keys ' + ', '.join(map(repr, list(obj)[:8])) if isinstance(obj, Mapping) else ''}); expected a "
+        "state_dict, a dict with a 'state_dict' or 'model' entry, or a Lightning checkpoint"
+    )
+
+
+def _strip_candidates(state: dict[str, Tensor]) -> list[dict[str, Tensor]]:
+    """``state`` itself, then the sub-dicts under each prefix of :data:`STRIP_PREFIXES` (two levels deep)."""
+    out = [state]
+    frontier = [state]
+    for _ in range(2):
+        nxt = []
+        for sd in frontier:
+            for prefix in STRIP_PREFIXES:
+                sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+                if sub:
+                    nxt.append(sub)
+        out += nxt
+        frontier = nxt
+    return out
+
+
+def _best_match(state: dict[str, Tensor], expected: set[str]) -> dict[str, Tensor]:
+    """The key set (see :func:`_strip_candidates`) sharing most keys with ``expected``; ties: fewest extras."""
+    return max(_strip_candidates(state), key=lambda sd: (len(expected & sd.keys()), -len(sd.keys() - expected)))
+
+
+def _list(keys: list[str], n: int = 5) -> str:
+    shown = ", ".join(map(repr, keys[:n]))
+    return shown + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_teacher(
+    model: Any = "timm:efficientnet_b3",
+    checkpoint: str | Path | None = None,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+) -> nn.Module:
+    """Build ``model`` for ``num_classes`` / ``in_chans`` and load its weights from the local file ``checkpoint``.
+
+    Args:
+        model: the architecture, any spec :func:`gradsign_pl.candidates.candidate` accepts (e.g.
+            ``"timm:efficientnet_b3"``); built with random initialisation, never with downloaded weights.
+        checkpoint: path of the weights (see the module docstring for the accepted formats).
+        num_classes: classifier outputs the checkpoint was trained with.
+        in_chans: input channels the checkpoint was trained with.
+
+    Returns:
+        The teacher in eval mode, every parameter with ``requires_grad=False``, on the CPU.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` is ``None`` or does not exist (the teacher is never downloaded).
+        ValueError: the file cannot be read, holds no weights, its keys do not match the architecture (up to 5
+            missing and 5 unexpected keys are listed, with the counts), or a tensor's shape differs (the message
+            names the parameter, both shapes and the ``num_classes`` / ``in_chans`` that would fit).
+    """
+    spec = candidate(model)
+    how = _HOW_TO_TRAIN.format(model=spec.name)
+    if checkpoint is None:
+        raise FileNotFoundError(f"no teacher checkpoint given for {spec.name}; the teacher is never downloaded: {how}")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"teacher checkpoint {path} {what}; the teacher is never downloaded: {how}")
+
+    state = _extract_state_dict(_read_file(path), path)
+    net = spec.build(num_classes=num_classes, in_chans=in_chans)
+    own = net.state_dict()
+    state = _best_match(state, set(own))
+
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ValueError(
+            f"teacher checkpoint {path} does not fit {spec.name}: {len(missing)} of its {len(own)} tensors are missing "
+            f"({_list(missing) or 'none'}) and {len(unexpected)} keys are unexpected ({_list(unexpected) or 'none'}). "
+            f"Check that model={spec.name!r} is the architecture the checkpoint was trained with"
+        )
+    for key, tensor in state.items():
+        want = own[key]
+        if tensor.shape != want.shape:
+            hint = ""
+            if tensor.dim() >= 1 and tensor.shape[1:] == want.shape[1:] and want.shape[0] == num_classes:
+                hint = f"; the checkpoint was trained for {tensor.shape[0]} classes: pass num_classes={tensor.shape[0]}"
+            elif (tensor.dim() == 4 and want.dim() == 4 and want.shape[1] == in_chans
+                  and tensor.shape[0] == want.shape[0]):
+                hint = f"; the checkpoint takes {tensor.shape[1]}-channel images: pass in_chans={tensor.shape[1]}"
+            raise ValueError(
+                f"teacher checkpoint {path} does not fit {spec.name} (num_classes={num_classes}, in_chans={in_chans}): "
+                f"parameter {key!r} has shape {tuple(tensor.shape)} in the checkpoint but {tuple(want.shape)} in the "
+                f"model{hint or '; check model, num_classes and in_chans'}"
+            )
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    net.requires_grad_(False)
+    return net
