@@ -16,6 +16,9 @@ and input channels of the data, every time it is called. Accepted spec forms:
 - ``"nb201:<arch string>"`` or ``"nb201:<index>"``: the NAS-Bench-201 network
   (:class:`gradsign_pl.spaces.nb201.NB201Network`); an index is looked up in the benchmark table, which
   must be in the data directory (see :mod:`gradsign_pl.data.paths`).
+- ``"zen:<structure>"``: a ZenNAS MasterNet (:class:`gradsign_pl.spaces.zen.MasterNet`) from its structure
+  string, e.g. ``"zen:SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,2,8,1)SuperConvK1BNRELU(16,32,1,1)"``; the
+  first block's input channels must equal ``in_chans``.
 - ``{"model": "<one of the strings above>", "kwargs": {...}, "name": "display name"}``: ``kwargs`` go to the
   timm / torchvision factory (e.g. ``{"drop_rate": 0.1}``) or to ``NB201Network`` (``channels``,
   ``cells_per_stage``); ``kwargs`` and ``name`` are optional.
@@ -62,15 +65,16 @@ CandidateSpec = str | Mapping[str, Any] | Callable[..., nn.Module]
 """What :func:`candidate` accepts: a prefixed model string, a ``model``/``class_path`` mapping, or a factory."""
 
 ACCEPTED_FORMS = (
-    "'timm:<name>', 'torchvision:<name>', 'nb201:<arch|index>', "
+    "'timm:<name>', 'torchvision:<name>', 'nb201:<arch|index>', 'zen:<structure>', "
     "a {'model': '<one of those>', 'kwargs': {...}} mapping, "
     "a {'class_path': 'package.module.Class', 'init_args': {...}} mapping, "
     "or a callable returning an nn.Module"
 )
-PREFIXES = ("timm", "torchvision", "nb201")
+PREFIXES = ("timm", "torchvision", "nb201", "zen")
 MODEL_KEYS = ("model", "kwargs", "name")
 CLASS_PATH_KEYS = ("class_path", "init_args", "name")
 NB201_KWARGS = ("channels", "cells_per_stage")
+ZEN_KWARGS = ("use_se", "dropout")
 # keys that ask for trained weights; a value other than None / False / "" is refused
 PRETRAINED_KEYS = (
     "pretrained",
@@ -92,7 +96,7 @@ _OOM = (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
 class _Plan:
     """A validated spec: what to call (``kind`` + ``target``) with which extra keyword arguments."""
 
-    kind: str  # "timm" | "torchvision" | "nb201" | "class_path" | "callable"
+    kind: str  # "timm" | "torchvision" | "nb201" | "zen" | "class_path" | "callable"
     target: Any  # model name, arch string, imported class/function, or the callable
     kwargs: Mapping[str, Any]
     default_name: str
@@ -249,6 +253,19 @@ def _parse_string(spec: str, kwargs: Mapping[str, Any] | None = None, where: str
     elif prefix == "torchvision":
         _parse_torchvision(target, spec)
         _reject_data_args(kw, _DATA_KEYS, where, "kwargs")
+    elif prefix == "zen":
+        unknown = [k for k in kw if k not in ZEN_KWARGS]
+        if unknown:
+            raise ValueError(
+                f"{where}: MasterNet takes no {', '.join(map(repr, unknown))}; its extra arguments are "
+                f"{', '.join(ZEN_KWARGS)} (num_classes and in_chans come from build())"
+            )
+        from gradsign_pl.spaces.zen import validate_structure
+
+        try:
+            validate_structure(target, in_chans=None)
+        except ValueError as exc:
+            raise ValueError(f"candidate {spec!r}: {exc}") from None
     else:
         unknown = [k for k in kw if k not in NB201_KWARGS]
         if unknown:
@@ -375,7 +392,8 @@ def _parse_mapping(spec: Mapping[str, Any]) -> _Plan:
         model = spec["model"]
         if not isinstance(model, str):
             raise ValueError(
-                f"{where}: 'model' must be a spec string ('timm:<name>', 'torchvision:<name>', 'nb201:<arch|index>'), "
+                f"{where}: 'model' must be a spec string ('timm:<name>', 'torchvision:<name>', 'nb201:<arch|index>', "
+                f"'zen:<structure>'), "
                 f"got {type(model).__name__}"
             )
         kwargs = _check_kwargs(spec.get("kwargs"), where, "kwargs")
@@ -547,6 +565,11 @@ def _construct(
 
         arch = _nb201_arch(plan.target, name)
         return (lambda: NB201Network(arch, num_classes, in_chans=in_chans, **plan.kwargs)), keep
+
+    if plan.kind == "zen":
+        from gradsign_pl.spaces.zen import MasterNet
+
+        return (lambda: MasterNet(plan.target, num_classes, in_chans=in_chans, **plan.kwargs)), keep
 
     # class_path and callable: pass what the signature names
     kw = dict(plan.kwargs)

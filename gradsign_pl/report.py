@@ -28,7 +28,9 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 def agreement(ranking: Ranking, trained: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
     """Spearman / Kendall of each proxy (and params, flops) against achieved test accuracy over trained runs."""
-    done = [t for t in trained if t.get("status") == "trained" and t.get("test_acc") is not None]
+    names = {r.name for r in ranking.rows}
+    done = [t for t in trained if t.get("status") == "trained" and t.get("test_acc") is not None
+            and t["name"] in names]  # extra runs (a no-teacher baseline) were not ranked
     acc = [t["test_acc"] for t in done]
     out = {}
     for key in [*ranking.proxies, "params", "flops"]:
@@ -42,8 +44,14 @@ def agreement(ranking: Ranking, trained: Sequence[dict[str, Any]]) -> dict[str, 
 
 
 def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], *, command: str,
-                 score_only: bool) -> dict[str, Path]:
-    """Write the run's report files; return their paths."""
+                 score_only: bool, sections: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write the run's report files; return their paths.
+
+    ``sections`` holds the optional stages' summaries: ``"search"`` (the search's ``search.json``) and
+    ``"distillation"`` (the teacher: model, checkpoint, test_acc); each gets a section in ``report.md`` and a key in
+    ``report.json``.
+    """
+    sections = dict(sections or {})
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": run_dir / "report.md", "csv": run_dir / "report.csv", "json": run_dir / "report.json"}
     by_name = {t["name"]: t for t in trained}
@@ -60,10 +68,15 @@ def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, An
     stats = agreement(ranking, trained) if not score_only else {}
     paths["json"].write_text(json.dumps({"command": command, "order_by": ranking.order_by, "proxies": ranking.proxies,
                                          "seeds": ranking.seeds, "batch": ranking.batch, "candidates": records,
-                                         "agreement": stats}, indent=2) + "\n")
+                                         "agreement": stats, **sections}, indent=2) + "\n")
     if not score_only and any(t.get("test_acc") is not None for t in trained):
         paths["plot"] = _plot(run_dir / "predicted_vs_achieved.png", ranking, trained, stats)
-    paths["markdown"].write_text(_markdown(ranking, records, stats, command, score_only, "plot" in paths))
+    text = _markdown(ranking, records, stats, command, score_only, "plot" in paths)
+    if "search" in sections:
+        text += _search_markdown(sections["search"], run_dir)
+    if "distillation" in sections:
+        text += _distillation_markdown(sections["distillation"], trained)
+    paths["markdown"].write_text(text)
     return paths
 
 
@@ -73,7 +86,8 @@ def _plot(path: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], stats
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [t for t in trained if t.get("test_acc") is not None]
+    names = {r.name for r in ranking.rows}
+    done = [t for t in trained if t.get("test_acc") is not None and t["name"] in names]
     key = ranking.order_by if ranking.order_by in ranking.proxies else ranking.proxies[0]
     x = np.array([ranking[t["name"]].scores[key] for t in done], dtype=float)
     y = np.array([100 * t["test_acc"] for t in done])
@@ -119,4 +133,39 @@ def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, comm
             lines.append(f"| {key} | {_fmt(s['spearman'])} | {_fmt(s['kendall'])} | {s['n']} |")
         if plot:
             lines += ["", "![predicted vs achieved](predicted_vs_achieved.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _search_markdown(search: dict[str, Any], run_dir: Path) -> str:
+    lines = ["", "## Evolutionary search", ""]
+    settings = search.get("settings", {})
+    lines.append(f"Space `{search.get('space')}`, fitness `{search.get('proxy')}`; "
+                 + ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None and k != "init_structure")
+                 + ".")
+    if "evaluated" in search:
+        rejected = search.get("rejected") or {}
+        lines += ["", f"{search['evaluated']} candidates scored; rejected: "
+                  + (", ".join(f"{n} {k}" for k, n in rejected.items() if n) or "none") + "."]
+    lines += ["", "| rank | score | params (M) | MFLOPs | layers | structure |", "|---|---|---|---|---|---|"]
+    for d in search.get("top", []):
+        lines.append(f"| {d['rank']} | {d['score']:.4g} | {d['params'] / 1e6:.3f} | {d['flops'] / 1e6:.1f} | "
+                     f"{d['layers']} | `{d['structure']}` |")
+    if (run_dir / "search" / "best_score.png").exists():
+        lines += ["", "![best score over iterations](search/best_score.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _distillation_markdown(teacher: dict[str, Any], trained: Sequence[dict[str, Any]]) -> str:
+    acc = teacher.get("test_acc")
+    lines = ["", "## Distillation", "",
+             f"Teacher `{teacher.get('model')}` from `{teacher.get('checkpoint')}`"
+             + (f" (trained by this recipe: {100 * acc:.2f}% test)" if acc is not None else "") + ".", "",
+             "| student | teacher | test acc (%) | val acc (%) | train s |", "|---|---|---|---|---|"]
+    for t in trained:
+        if t.get("status") != "trained" or str(t.get("name", "")).startswith("teacher "):
+            continue
+        lines.append(f"| {t['name']} | {t.get('teacher') or 'none'} | "
+                     f"{_fmt(100 * t['test_acc'] if t.get('test_acc') is not None else None, 2)} | "
+                     f"{_fmt(100 * t['val_acc'] if t.get('val_acc') is not None else None, 2)} | "
+                     f"{_fmt(t.get('seconds'), 0)} |")
     return "\n".join(lines) + "\n"

@@ -8,10 +8,13 @@ command line (``--triage.top_k 2``); the resolved config is saved as ``config.ya
     gradsign-fit                                   # the quickstart: digits shipped with scikit-learn, offline
     gradsign-fit --config recipes/cifar10.yaml
     gradsign-fit --config recipe.yaml --score_only true
+    gradsign-fit --config recipes/zen_cifar10.yaml  # search MasterNets, distil the winner from EfficientNet-B3
 
-Steps: rank (cached in ``run_dir/scores``, resumes) -> train every kept candidate (``run_dir/train/<name>``;
-finished ones are recorded in ``run_dir/trained.jsonl`` and skipped when the command is run again) -> test the best
-checkpoint -> ``report.md`` / ``report.csv`` / ``report.json`` / ``predicted_vs_achieved.png``.
+Steps: [search: evolutionary search whose top structures join the candidates (``run_dir/search``, resumes)] ->
+rank (cached in ``run_dir/scores``, resumes) -> [distill: load or first train the teacher] -> train every kept
+candidate, as a student of the teacher when ``distill`` is set (``run_dir/train/<name>``; finished ones are recorded
+in ``run_dir/trained.jsonl`` and skipped when the command is run again) -> test the best checkpoint ->
+``report.md`` / ``report.csv`` / ``report.json`` / ``predicted_vs_achieved.png``. See :mod:`gradsign_pl.cli.stages`.
 """
 
 from __future__ import annotations
@@ -31,8 +34,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from torch import nn
 
 from gradsign_pl.candidates import candidate
+from gradsign_pl.cli.stages import DistillOptions, SearchOptions, prepare_teacher, run_search
 from gradsign_pl.modules.classification import ClassificationModule
 from gradsign_pl.report import write_report
 from gradsign_pl.triage import rank
@@ -94,6 +99,10 @@ class GradSignFitCLI(LightningCLI):
                             help="candidate models: timm:<name>, torchvision:<name>, nb201:<arch|index>, or "
                                  "{class_path, init_args} / {model, kwargs, name} mappings")
         parser.add_dataclass_arguments(TriageOptions, "triage")
+        parser.add_argument("--search", type=SearchOptions | None, default=None,
+                            help="evolutionary search before ranking; its top structures join the candidates")
+        parser.add_argument("--distill", type=DistillOptions | None, default=None,
+                            help="train the kept candidates as students of a frozen teacher")
         parser.add_argument("--run_dir", type=str, default="runs/quickstart", help="where everything is written")
         parser.add_argument("--score_only", type=bool, default=False, help="rank only, train nothing")
         parser.set_defaults({
@@ -140,21 +149,36 @@ def _metric(metrics: dict[str, Any], key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def train_candidate(cli: GradSignFitCLI, spec: Any, name: str, run_dir: Path) -> dict[str, Any]:
-    """Train one kept candidate with the recipe's trainer; test its best checkpoint. Failures are returned."""
+def train_candidate(cli: GradSignFitCLI, spec: Any, name: str, run_dir: Path, *, teacher: nn.Module | None = None,
+                    backbone: nn.Module | None = None, max_epochs: int | None = None) -> dict[str, Any]:
+    """Train one kept candidate with the recipe's trainer; test its best checkpoint. Failures are returned.
+
+    With a ``teacher`` the candidate trains as its student (``DistillationModule`` with the recipe's ``distill``
+    options); a given ``backbone`` is trained in place instead of building ``spec``; ``max_epochs`` overrides the
+    recipe's.
+    """
     dm = cli.datamodule
     t0 = time.perf_counter()
     record: dict[str, Any] = {"name": name}
     try:
         pl.seed_everything(cli.config.seed_everything, workers=True, verbose=False)
-        backbone = candidate(spec, name=name).build(num_classes=dm.num_classes, in_chans=dm.in_chans,
-                                                    input_size=(dm.image_size, dm.image_size))
-        module = ClassificationModule(backbone, dm.num_classes, **cli.model.training_hyperparameters())
+        if backbone is None:
+            backbone = candidate(spec, name=name).build(num_classes=dm.num_classes, in_chans=dm.in_chans,
+                                                        input_size=(dm.image_size, dm.image_size))
+        hparams = cli.model.training_hyperparameters()
+        if teacher is not None:
+            from gradsign_pl.modules.distillation import DistillationModule
+
+            module: ClassificationModule = DistillationModule(backbone, dm.num_classes, teacher=teacher,
+                                                              **cli.config_init.distill.module_kwargs(), **hparams)
+            record["teacher"] = cli.config_init.distill.teacher
+        else:
+            module = ClassificationModule(backbone, dm.num_classes, **hparams)
         out = run_dir / "train" / _safe(name)
         checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/acc", mode="max", save_top_k=1,
                                      filename="best")
         trainer = cli.fresh_trainer(default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
-                                    callbacks=[checkpoint])
+                                    callbacks=[checkpoint], **({"max_epochs": max_epochs} if max_epochs else {}))
         trainer.fit(module, datamodule=dm)
         val = _metric(trainer.callback_metrics, "val/acc")
         tested = trainer.test(module, datamodule=dm, ckpt_path="best" if checkpoint.best_model_path else None,
@@ -181,7 +205,17 @@ def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
                 "in_chans and image_size to build candidates that fit the data"
             )
     triage = cfg.triage
+    search: SearchOptions | None = cli.config_init.get("search")
+    distill: DistillOptions | None = cli.config_init.get("distill")
+    if distill is not None and not cfg.score_only:
+        distill.check()  # before hours of search: the teacher must be buildable and its weights local
     specs = list(cfg.candidates)
+    sections: dict[str, Any] = {}
+    if search is not None:
+        found = run_search(search, dm, run_dir / "search")
+        specs += found
+        sections["search"] = json.loads((run_dir / "search" / "search.json").read_text())
+        print(f"search: {len(found)} structure(s) join the candidates; best: {found[0]['model']}")
     names = [candidate(s).name for s in specs]
     ranking = rank(dict(zip(names, specs)), dm, triage.proxies, seeds=triage.seeds, max_params=triage.max_params,
                    max_flops=triage.max_flops, top_k=triage.top_k, cache=run_dir / "scores",
@@ -193,17 +227,26 @@ def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
     done = read_jsonl_records(trained_log)
     if not cfg.score_only:
         spec_of = dict(zip(names, specs))
-        for row in ranking.kept:
-            if done.get(row.name, {}).get("status") == "trained":
-                print(f"{row.name}: already trained ({100 * (done[row.name].get('test_acc') or math.nan):.2f}% test), "
-                      "skipped")
+        teacher = None
+        if distill is not None:
+            teacher, sections["distillation"] = prepare_teacher(
+                distill, dm, lambda net, name: train_candidate(cli, None, name, run_dir, backbone=net,
+                                                               max_epochs=distill.train_teacher_epochs))
+        jobs = [(row.name, spec_of[row.name], teacher) for row in ranking.kept]
+        if teacher is not None and distill is not None and distill.baseline and ranking.kept:
+            best = ranking.kept[0].name
+            jobs.append((f"{best} (no teacher)", spec_of[best], None))
+        for name, spec, teach in jobs:
+            if done.get(name, {}).get("status") == "trained":
+                print(f"{name}: already trained ({100 * (done[name].get('test_acc') or math.nan):.2f}% test), skipped")
                 continue
-            print(f"training {row.name} (rank {row.rank})")
-            record = train_candidate(cli, spec_of[row.name], row.name, run_dir)
-            done[row.name] = record
+            print(f"training {name}" + (f" as a student of {distill.teacher}" if distill and teach is not None else ""))
+            record = train_candidate(cli, spec, name, run_dir, teacher=teach)
+            done[name] = record
             with open(trained_log, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
-    paths = write_report(run_dir, ranking, list(done.values()), command=command, score_only=cfg.score_only)
+    paths = write_report(run_dir, ranking, list(done.values()), command=command, score_only=cfg.score_only,
+                         sections=sections)
     print(f"report: {paths['markdown']}")
     return paths
 
