@@ -137,19 +137,30 @@ def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, comm
 
 
 def _search_markdown(search: dict[str, Any], run_dir: Path) -> str:
-    lines = ["", "## Evolutionary search", ""]
+    extra, summary = search.get("extra") or {}, search.get("history_summary") or {}
     settings = search.get("settings", {})
-    lines.append(f"Space `{search.get('space')}`, fitness `{search.get('proxy')}`; "
-                 + ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None and k != "init_structure")
-                 + ".")
-    if "evaluated" in search:
-        rejected = search.get("rejected") or {}
-        lines += ["", f"{search['evaluated']} candidates scored; rejected: "
-                  + (", ".join(f"{n} {k}" for k, n in rejected.items() if n) or "none") + "."]
-    lines += ["", "| rank | score | params (M) | MFLOPs | layers | structure |", "|---|---|---|---|---|---|"]
-    for d in search.get("top", []):
-        lines.append(f"| {d['rank']} | {d['score']:.4g} | {d['params'] / 1e6:.3f} | {d['flops'] / 1e6:.1f} | "
-                     f"{d['layers']} | `{d['structure']}` |")
+    lines = ["", "## Evolutionary search", "",
+             f"Space `{search.get('space')}`, fitness `{extra.get('proxy')}` on {extra.get('max_samples')} images; "
+             + ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None and k != "init_structure") + "."]
+    if summary:
+        rejected = summary.get("rejected") or {}
+        lines += ["", f"{summary.get('evaluated')} of {summary.get('iterations')} mutations scored (rejected: "
+                  + (", ".join(f"{n} over {k}" if k in ("params", "flops", "layers") else f"{n} {k}"
+                               for k, n in rejected.items() if n) or "none")
+                  + f"); best score {_fmt(summary.get('first_best_score'), 4)} at the first scored candidate, "
+                  f"{_fmt(summary.get('final_best_score'), 4)} at the end (reached at iteration "
+                  f"{summary.get('iteration_best_reached')})."]
+    note = ("Params and FLOPs in the space's convention (FLOPs: ZenNAS's, multiply-accumulates + BN/bias terms "
+            "per image at the search resolution).")
+    lines += ["", note, "",
+              "| rank | score | params (M) | MFLOPs | layers | structure |", "|---|---|---|---|---|---|"]
+    for i, d in enumerate(search.get("top", [])):
+        params, flops = d.get("params"), d.get("flops")
+        score = d.get("score")
+        lines.append(f"| {d.get('rank', i + 1)} | {f'{score:.4g}' if isinstance(score, float) else '--'} | "
+                     f"{_fmt(params / 1e6 if params is not None else None)} | "
+                     f"{_fmt(flops / 1e6 if flops is not None else None, 1)} | {_fmt(d.get('layers'))} | "
+                     f"`{d['structure']}` |")
     if (run_dir / "search" / "best_score.png").exists():
         lines += ["", "![best score over iterations](search/best_score.png)"]
     return "\n".join(lines) + "\n"

@@ -352,3 +352,39 @@ def test_list_candidates():
     assert names.index("timm:resnet18") < names.index("torchvision:resnet18")
     assert all(candidate(n).name == n for n in names)
     assert list_candidates("no_such_model_*") == []
+
+
+# --------------------------------------------------------------------------------------------------- zen
+
+ZEN = "SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,2,8,1)SuperConvK1BNRELU(16,32,1,1)"
+
+
+def test_zen_structure_builds_the_masternet_with_its_options():
+    from gradsign_pl.spaces.zen import MasterNet, count_params
+
+    torch.manual_seed(1)
+    built = build_model({"model": f"zen:{ZEN}", "kwargs": {"dropout": 0.2}}, num_classes=7)
+    torch.manual_seed(1)
+    direct = MasterNet(ZEN, 7, dropout=0.2)
+    assert isinstance(built, MasterNet) and built.structure == ZEN
+    for (k, a), b in zip(direct.state_dict().items(), built.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert sum(p.numel() for p in built.parameters()) == count_params(ZEN, 7)
+    assert out(built, 3).shape == (2, 7)
+
+
+def test_zen_first_block_must_match_in_chans_at_build_time():
+    c = candidate(f"zen:{ZEN}")  # the spec alone does not know the data's channels
+    with pytest.raises(ValueError, match="in_chans=1 input channels, got 3"):
+        c.build(num_classes=10, in_chans=1)
+
+
+@pytest.mark.parametrize("spec, message", [
+    (f"zen:{ZEN[:-1]}", "zen:"),
+    ("zen:SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(16,16,2,8,1)", "channel chaining broken"),
+    ({"model": f"zen:{ZEN}", "kwargs": {"width": 2}}, "MasterNet takes no 'width'; its extra arguments are use_se, "
+                                                        "dropout"),
+])
+def test_bad_zen_specs_are_refused_with_the_reason(spec, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        candidate(spec)

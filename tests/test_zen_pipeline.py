@@ -4,30 +4,17 @@ resume, and the stage errors."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
+
+from tests.images import tiny_imagefolder
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_imagefolder(root: Path, size: int, per_class: int = 4) -> Path:
-    """``root/{train,val}/{red,blue}/*.png``: two colour classes, learnable."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c, name in enumerate(("red", "blue")):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
-                img[..., 0 if c == 0 else 2] += 160
-                Image.fromarray(img).save(folder / f"{i}.png")
-    return root
 
 
 def fit(*args: str) -> subprocess.CompletedProcess:
@@ -55,7 +42,7 @@ def imagenet_dry_run(tmp_path_factory):
             "--data.init_args.root", str(data), "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
             "--distill.checkpoint", str(teacher), "--search.iterations", "4", "--search.population_size", "3",
             "--search.max_samples", "4", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
-            "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.sync_batchnorm", "false",
+            "--trainer.devices", "1", "--trainer.strategy", "auto",
             "--trainer.enable_progress_bar", "false"]
     result = fit(*args)
     return tmp, args, result
@@ -72,7 +59,7 @@ def test_imagenet_recipe_dry_run_searches_distils_and_reports(imagenet_dry_run):
     assert report["search"]["top"][0]["flops"] <= 400e6 and report["search"]["top"][0]["layers"] <= 14
     assert report["distillation"]["model"] == "timm:tf_efficientnet_b3"
     student = [c for c in report["candidates"] if c["train_status"] == "trained"]
-    assert [c["name"] for c in student] == ["zen#1"] and 0 <= student[0]["test_acc"] <= 1
+    assert [c["name"][:6] for c in student] == ["zen#1-"] and 0 <= student[0]["test_acc"] <= 1
     trained = [json.loads(line) for line in (run / "trained.jsonl").read_text().splitlines()]
     assert trained[0]["teacher"] == "timm:tf_efficientnet_b3"
     markdown = (run / "report.md").read_text()
@@ -120,9 +107,25 @@ def test_teacher_is_trained_first_when_the_checkpoint_is_missing_and_a_baseline_
     assert result.returncode == 0, result.stderr[-4000:]
     assert teacher.is_file() and teacher.with_name("t.pt.json").is_file()
     names = [json.loads(line)["name"] for line in (tmp_path / "run" / "trained.jsonl").read_text().splitlines()]
-    assert names == ["zen#1", "zen#1 (no teacher)"]
+    assert [n.split("-")[0] for n in names] == ["zen#1", "zen#1"] and names[1].endswith(" (no teacher)")
     markdown = (tmp_path / "run" / "report.md").read_text()
-    assert "trained by this recipe" in markdown and "zen#1 (no teacher)" in markdown
+    assert "trained by this recipe" in markdown and names[1] in markdown
+    # the baseline is the same DistillationModule without a teacher (same optimiser, schedule and loss otherwise)
+    baseline_hparams = yaml.safe_load(next((tmp_path / "run" / "train").glob("*no_teacher*/logs/*/hparams.yaml"))
+                                      .read_text())
+    assert "kd_weight" in baseline_hparams and "warmup_fraction" in baseline_hparams
+
+
+def test_ddp_two_cpu_processes_search_once_train_in_step_and_write_once(tmp_path):
+    teacher = tmp_path / "t.pt"
+    result = fit("--config", str(small_recipe(tmp_path, distill={
+        "teacher": "timm:resnet10t", "checkpoint": str(teacher), "train_teacher_epochs": 1})),
+        "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = (tmp_path / "run" / "trained.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["status"] == "trained" for line in lines)
+    assert teacher.is_file() and json.loads(teacher.with_name("t.pt.json").read_text())["status"] == "trained"
+    assert result.stdout.count("report: ") == 1
 
 
 def test_missing_teacher_checkpoint_is_a_clear_error(tmp_path):
@@ -137,3 +140,18 @@ def test_search_budget_below_the_initial_structure_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "search: the initial structure already exceeds max_params" in result.stderr
     assert "smaller init_structure" in result.stderr
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"teacher": "timm:efficientnet_b9"}, ValueError, "distill.teacher 'timm:efficientnet_b9' is not a model spec"),
+    ({"checkpoint": None}, ValueError, "distill.checkpoint is not set"),
+    ({"teacher_hparams": {"lr": 0.1, "momentum": 0.9}}, ValueError, "unknown key(s) ['momentum']"),
+    ({}, FileNotFoundError, "does not exist; the teacher is never downloaded"),
+])
+def test_distill_options_are_checked_before_any_work(tmp_path, options, error, message):
+    from gradsign_pl.cli.stages import DistillOptions
+
+    opts = DistillOptions(**{"checkpoint": str(tmp_path / "missing.pth"), **options})
+    with pytest.raises(error, match=re.escape(message)):
+        opts.check()
+    DistillOptions(checkpoint=str(tmp_path / "later.pth"), train_teacher_epochs=1).check()  # will be trained: fine

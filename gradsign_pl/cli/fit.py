@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import shlex
 import sys
@@ -34,6 +35,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from gradsign_pl.candidates import candidate
@@ -149,29 +151,37 @@ def _metric(metrics: dict[str, Any], key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def train_candidate(cli: GradSignFitCLI, spec: Any, name: str, run_dir: Path, *, teacher: nn.Module | None = None,
-                    backbone: nn.Module | None = None, max_epochs: int | None = None) -> dict[str, Any]:
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def train_candidate(cli: GradSignFitCLI, spec: Any, name: str, run_dir: Path, *, distill: DistillOptions | None = None,
+                    teacher: nn.Module | None = None, backbone: nn.Module | None = None,
+                    max_epochs: int | None = None, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one kept candidate with the recipe's trainer; test its best checkpoint. Failures are returned.
 
-    With a ``teacher`` the candidate trains as its student (``DistillationModule`` with the recipe's ``distill``
-    options); a given ``backbone`` is trained in place instead of building ``spec``; ``max_epochs`` overrides the
-    recipe's.
+    With ``distill`` the candidate trains in a ``DistillationModule`` with those options, as the student of
+    ``teacher`` (``None``: the same module, optimiser and schedule without a teacher, the controlled baseline);
+    otherwise in a ``ClassificationModule``. A given ``backbone`` is trained in place instead of building ``spec``;
+    ``max_epochs`` overrides the recipe's and ``hparams`` override the recipe's training hyperparameters (the
+    ``model`` section). Under DDP (several processes) a failure is raised, not returned: the other ranks would
+    otherwise wait for this one forever.
     """
     dm = cli.datamodule
     t0 = time.perf_counter()
-    record: dict[str, Any] = {"name": name}
+    record: dict[str, Any] = {"name": name, "spec": spec if isinstance(spec, (str, dict)) else None,
+                              "teacher": distill.teacher if distill is not None and teacher is not None else None}
     try:
         pl.seed_everything(cli.config.seed_everything, workers=True, verbose=False)
         if backbone is None:
             backbone = candidate(spec, name=name).build(num_classes=dm.num_classes, in_chans=dm.in_chans,
                                                         input_size=(dm.image_size, dm.image_size))
-        hparams = cli.model.training_hyperparameters()
-        if teacher is not None:
+        hparams = {**cli.model.training_hyperparameters(), **(hparams or {})}
+        if distill is not None:
             from gradsign_pl.modules.distillation import DistillationModule
 
             module: ClassificationModule = DistillationModule(backbone, dm.num_classes, teacher=teacher,
-                                                              **cli.config_init.distill.module_kwargs(), **hparams)
-            record["teacher"] = cli.config_init.distill.teacher
+                                                              **distill.module_kwargs(), **hparams)
         else:
             module = ClassificationModule(backbone, dm.num_classes, **hparams)
         out = run_dir / "train" / _safe(name)
@@ -186,6 +196,8 @@ def train_candidate(cli: GradSignFitCLI, spec: Any, name: str, run_dir: Path, *,
         record.update(status="trained", val_acc=val, test_acc=_metric(tested[0], "test/acc") if tested else None,
                       checkpoint=checkpoint.best_model_path or None, epochs=trainer.current_epoch)
     except Exception as exc:  # noqa: BLE001 - one failing survivor does not sink the others
+        if _world_size() > 1:
+            raise
         record.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     record["seconds"] = round(time.perf_counter() - t0, 2)
     return record
@@ -196,7 +208,11 @@ def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
     cfg = cli.config
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cli.parser.save(cfg, str(run_dir / "config.yaml"), overwrite=True, skip_none=False)
+    # Under DDP, Lightning re-runs this command on every other rank once training starts: those ranks read the
+    # finished search and the ranking cache, train in step with rank 0, and write nothing.
+    writer = rank_zero_only.rank == 0
+    if writer:
+        cli.parser.save(cfg, str(run_dir / "config.yaml"), overwrite=True, skip_none=False)
     dm = cli.datamodule
     for attr in ("num_classes", "in_chans", "image_size"):
         if not hasattr(dm, attr):
@@ -208,21 +224,21 @@ def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
     search: SearchOptions | None = cli.config_init.get("search")
     distill: DistillOptions | None = cli.config_init.get("distill")
     if distill is not None and not cfg.score_only:
-        distill.check()  # before hours of search: the teacher must be buildable and its weights local
+        distill.check(image_size=int(dm.image_size))  # before hours of search: a buildable teacher, local weights
     specs = list(cfg.candidates)
     sections: dict[str, Any] = {}
     if search is not None:
-        found = run_search(search, dm, run_dir / "search")
+        found, sections["search"] = run_search(search, dm, run_dir / "search", write=writer)
         specs += found
-        sections["search"] = json.loads((run_dir / "search" / "search.json").read_text())
-        print(f"search: {len(found)} structure(s) join the candidates; best: {found[0]['model']}")
+        print(f"search: {len(found)} structure(s) join the candidates; best: {found[0]['name']} {found[0]['model']}")
     names = [candidate(s).name for s in specs]
     ranking = rank(dict(zip(names, specs)), dm, triage.proxies, seeds=triage.seeds, max_params=triage.max_params,
                    max_flops=triage.max_flops, top_k=triage.top_k, cache=run_dir / "scores",
                    num_classes=dm.num_classes, order_by=triage.order_by, max_samples=triage.max_samples)
-    ranking.print()
-    ranking.to_csv(run_dir / "ranking.csv")
-    ranking.to_json(run_dir / "ranking.json")
+    if writer:
+        ranking.print()
+        ranking.to_csv(run_dir / "ranking.csv")
+        ranking.to_json(run_dir / "ranking.json")
     trained_log = run_dir / "trained.jsonl"
     done = read_jsonl_records(trained_log)
     if not cfg.score_only:
@@ -231,20 +247,27 @@ def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
         if distill is not None:
             teacher, sections["distillation"] = prepare_teacher(
                 distill, dm, lambda net, name: train_candidate(cli, None, name, run_dir, backbone=net,
-                                                               max_epochs=distill.train_teacher_epochs))
+                                                               max_epochs=distill.train_teacher_epochs,
+                                                               hparams=distill.teacher_hparams), write=writer)
         jobs = [(row.name, spec_of[row.name], teacher) for row in ranking.kept]
         if teacher is not None and distill is not None and distill.baseline and ranking.kept:
             best = ranking.kept[0].name
             jobs.append((f"{best} (no teacher)", spec_of[best], None))
         for name, spec, teach in jobs:
-            if done.get(name, {}).get("status") == "trained":
-                print(f"{name}: already trained ({100 * (done[name].get('test_acc') or math.nan):.2f}% test), skipped")
+            expected = {"spec": spec if isinstance(spec, (str, dict)) else None,
+                        "teacher": distill.teacher if distill is not None and teach is not None else None}
+            previous = done.get(name, {})
+            if previous.get("status") == "trained" and all(previous.get(k) == v for k, v in expected.items()):
+                print(f"{name}: already trained ({100 * (previous.get('test_acc') or math.nan):.2f}% test), skipped")
                 continue
             print(f"training {name}" + (f" as a student of {distill.teacher}" if distill and teach is not None else ""))
-            record = train_candidate(cli, spec, name, run_dir, teacher=teach)
+            record = train_candidate(cli, spec, name, run_dir, distill=distill, teacher=teach)
             done[name] = record
-            with open(trained_log, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            if writer:
+                with open(trained_log, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+    if not writer:
+        return {}
     paths = write_report(run_dir, ranking, list(done.values()), command=command, score_only=cfg.score_only,
                          sections=sections)
     print(f"report: {paths['markdown']}")

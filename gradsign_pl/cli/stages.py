@@ -15,7 +15,9 @@ the best kept candidate without a teacher, so the report shows what distillation
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,8 @@ class SearchOptions:
         iterations: mutation attempts (rejected ones count, as in ZenNAS).
         population_size: structures kept; the lowest-scoring one is dropped when the population is full.
         max_params: parameter budget of a structure (with the data's classifier head).
-        max_flops: FLOPs budget per image at ``resolution`` (the space's convention: multiply-accumulates).
+        max_flops: FLOPs budget per image at ``resolution``, in the space's convention (``zen``: ZenNAS's published
+            one, multiply-accumulates of conv/linear plus bias and BatchNorm terms; see ``count_flops``).
         max_layers: depth budget (the space's layer count).
         resolution: input side in pixels for the FLOPs budget; ``None``: the data's ``image_size``.
         init_structure: structure the search starts from; ``None``: the space's default.
@@ -71,10 +74,15 @@ class DistillOptions:
         checkpoint: local weights of the teacher (a state_dict file or a Lightning checkpoint).
         train_teacher_epochs: when ``checkpoint`` does not exist, train the teacher on the recipe's data for this
             many epochs first and save it there; 0: a missing checkpoint is an error.
+        teacher_hparams: training hyperparameters of that teacher stage (``lr``, ``optimizer``, ``weight_decay``,
+            ``label_smoothing`` of ``ClassificationModule``) overriding the recipe's ``model`` section.
         teacher_resolution: side in pixels the teacher sees (the batch is resized); ``None``: the student's.
         temperature: softmax temperature of the distillation term (ZenNAS: 1).
         kd_weight: weight of the distillation term (see ``DistillationModule``).
         feature_weight: weight of feature distillation through 1x1 projections (0: logits only).
+        feature_loss: distance of the feature term, ``"mse"`` or ``"smooth_l1"`` (ZenNAS).
+        feature_stages: reductions (input side / map side) of the student stages to distil, e.g. ``[16]`` as ZenNAS;
+            ``None``: every stage the student exposes.
         mixup_alpha: Beta(alpha, alpha) mixup of inputs (0: off).
         baseline: also train the best kept candidate without a teacher, for comparison in the report.
     """
@@ -82,15 +90,19 @@ class DistillOptions:
     teacher: str = "timm:efficientnet_b3"
     checkpoint: str | None = None
     train_teacher_epochs: int = 0
+    teacher_hparams: dict[str, Any] | None = None
     teacher_resolution: int | None = None
     temperature: float = 1.0
     kd_weight: float = 1.0
     feature_weight: float = 0.0
+    feature_loss: str = "mse"
+    feature_stages: list[int] | None = None
     mixup_alpha: float = 0.0
     baseline: bool = True
 
-    def check(self) -> None:
-        """Fail before any search or training when the teacher cannot be had (bad spec, no local weights)."""
+    def check(self, image_size: int | None = None) -> None:
+        """Fail before any search or training when the teacher cannot be had (bad spec, no local weights, bad
+        options); ``image_size`` is the data's, against which a teacher trained here is checked."""
         from gradsign_pl.candidates import candidate
 
         try:
@@ -102,28 +114,53 @@ class DistillOptions:
                 "distill.checkpoint is not set: give the local path of the teacher's weights (they are never "
                 "downloaded), or a path to create together with distill.train_teacher_epochs > 0 to train one first"
             )
+        from gradsign_pl.modules import ClassificationModule, DistillationModule
+
+        allowed = {"lr", "optimizer", "weight_decay", "label_smoothing"}
+        unknown = sorted(set(self.teacher_hparams or {}) - allowed)
+        if unknown:
+            raise ValueError(f"distill.teacher_hparams has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        try:  # bad values fail now, not after the search
+            ClassificationModule(None, **(self.teacher_hparams or {}))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"distill.teacher_hparams: {exc}") from None
+        try:
+            DistillationModule(None, **self.module_kwargs())
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"distill: {exc}") from None
         if not Path(self.checkpoint).exists() and self.train_teacher_epochs <= 0:
             raise FileNotFoundError(
                 f"teacher checkpoint {self.checkpoint} does not exist; the teacher is never downloaded: point "
                 "distill.checkpoint to a local file, or set distill.train_teacher_epochs > 0 to train the teacher "
                 "on this recipe's data first"
             )
+        to_train = not Path(self.checkpoint).exists()
+        if to_train and image_size is not None and self.teacher_resolution not in (None, image_size):
+            raise ValueError(
+                f"distill.train_teacher_epochs trains the teacher at the data's resolution ({image_size} px) but "
+                f"distill.teacher_resolution is {self.teacher_resolution}; set teacher_resolution: null or supply a "
+                "teacher checkpoint trained at that resolution"
+            )
 
     def module_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``DistillationModule`` that come from this section."""
         return {"teacher_resolution": self.teacher_resolution, "temperature": self.temperature,
-                "kd_weight": self.kd_weight, "feature_weight": self.feature_weight, "mixup_alpha": self.mixup_alpha}
+                "kd_weight": self.kd_weight, "feature_weight": self.feature_weight, "feature_loss": self.feature_loss,
+                "feature_stages": self.feature_stages, "mixup_alpha": self.mixup_alpha}
 
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_search(options: SearchOptions, datamodule: Any, out_dir: Path, *, progress: bool = True) -> list[dict]:
+def run_search(options: SearchOptions, datamodule: Any, out_dir: Path, *, progress: bool = True,
+               write: bool = True) -> tuple[list[dict], dict[str, Any]]:
     """Run (or resume) the evolutionary search; write its outputs to ``out_dir``; return the top candidates.
 
-    Returns ``[{"model": "zen:<structure>", "name": "zen#1", "kwargs": {...}}, ...]`` best first, ready to join the
-    recipe's candidates.
+    Returns ``([{"model": "zen:<structure>", "name": "zen#1-<hash>", ...}, ...], search_summary)``, best first,
+    ready to join the recipe's candidates; the name carries a hash of the structure, so a re-run search never
+    inherits the cached scores or trainings of a different structure. ``write=False`` (DDP ranks other than 0)
+    only reads a finished search (an unfinished one is an error) and writes nothing.
     """
     from gradsign_pl.search.evolution import EvolutionSettings, evolution_search, proxy_fitness
     from gradsign_pl.spaces import create_space
@@ -132,69 +169,78 @@ def run_search(options: SearchOptions, datamodule: Any, out_dir: Path, *, progre
         raise ValueError(f"search.top_k must be >= 1, got {options.top_k}")
     space = create_space(options.space, **({"use_se": True} if options.use_se else {}))
     resolution = options.resolution or int(datamodule.image_size)
+    num_classes = int(datamodule.num_classes)
     settings = EvolutionSettings(
         iterations=options.iterations, population_size=options.population_size, max_params=options.max_params,
         max_flops=options.max_flops, max_layers=options.max_layers, resolution=resolution,
-        num_classes=int(datamodule.num_classes), seed=options.seed, init_structure=options.init_structure)
-    x, y = first_batch(datamodule, max_samples=options.max_samples)
-    fitness = proxy_fitness(options.proxy, x, y, space, num_classes=int(datamodule.num_classes),
-                            in_chans=int(datamodule.in_chans), device=_device(), init_seed=options.seed)
+        num_classes=num_classes, seed=options.seed, init_structure=options.init_structure)
+    checkpoint = out_dir / "checkpoint.json"
+    fitness: Any = None
+    if write:
+        x, y = first_batch(datamodule, max_samples=options.max_samples)
+        fitness = proxy_fitness(options.proxy, x, y, space, num_classes=num_classes,
+                                in_chans=int(datamodule.in_chans), device=_device(), init_seed=options.seed)
+    else:
+        state = json.loads(checkpoint.read_text()) if checkpoint.exists() else {}
+        if state.get("next_iteration") != options.iterations or not (out_dir / "search.json").exists():
+            raise RuntimeError(
+                f"{checkpoint} holds no finished search; with several processes, the search must finish on rank 0 "
+                "before training starts (launch with Lightning's own DDP launcher, or run the search first with "
+                "--trainer.devices 1 --score_only true)"
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
-        result = evolution_search(space, fitness, settings, checkpoint=out_dir / "checkpoint.json",
-                                  progress=progress)
+        result = evolution_search(space, fitness or (lambda structure: math.nan), settings, checkpoint=checkpoint,
+                                  progress=progress and write)
     except ValueError as exc:
         raise ValueError(f"search: {exc}") from None
-    seconds = time.perf_counter() - t0
-    top = result.top(options.top_k)
-    num_classes = int(datamodule.num_classes)
-    details = [{"rank": i + 1, "score": score, "structure": s, "params": space.params(s, num_classes),
-                "flops": space.flops(s, resolution, num_classes), "layers": space.layers(s)}
-               for i, (s, score) in enumerate(top)]
-    result.write(out_dir, k=options.top_k, extra={"proxy": options.proxy, "space": options.space, "top": details,
-                                                  "seconds_this_session": round(seconds, 1)})
-    kwargs = {"use_se": True} if options.use_se else {}
-    return [{"model": f"{options.space}:{d['structure']}", "name": f"{options.space}#{d['rank']}",
-             **({"kwargs": kwargs} if kwargs else {})} for d in details]
+    if write:
+        result.write(out_dir, k=options.top_k, extra={"proxy": options.proxy, "use_se": options.use_se,
+                                                      "max_samples": options.max_samples,
+                                                      "seconds_this_session": round(time.perf_counter() - t0, 1)})
+    summary = json.loads((out_dir / "search.json").read_text())
+    kwargs = {"kwargs": {"use_se": True}} if options.use_se else {}
+    found = [{"model": f"{options.space}:{structure}",
+              "name": f"{options.space}#{i + 1}-{hashlib.sha1(structure.encode()).hexdigest()[:6]}", **kwargs}
+             for i, (structure, _) in enumerate(result.top(options.top_k))]
+    return found, summary
 
 
-def teacher_input_size(options: DistillOptions, datamodule: Any) -> tuple[int, int]:
-    side = options.teacher_resolution or int(datamodule.image_size)
-    return side, side
-
-
-def prepare_teacher(options: DistillOptions, datamodule: Any, train: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """The frozen teacher: loaded from ``options.checkpoint``, trained first when missing and allowed.
+def prepare_teacher(options: DistillOptions, datamodule: Any, train: Any, *,
+                    write: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """The frozen teacher: loaded from ``options.checkpoint``, or trained first when missing and allowed.
 
     ``train(backbone, name) -> record`` trains a network with the recipe's trainer (gradsign-fit passes its
-    candidate trainer) and returns its record; the teacher stage trains at the data's resolution.
+    candidate trainer) and returns its record; the teacher stage trains at the data's resolution. Under DDP every
+    rank trains the teacher in step and keeps its (identical) weights in memory; only the writer (rank 0) saves the
+    checkpoint: first its ``.json`` record, then the weights, renamed into place, so an interrupted save leaves no
+    file that looks finished.
     """
     from gradsign_pl.candidates import candidate
     from gradsign_pl.modules.teacher import load_teacher, save_teacher
 
-    options.check()
+    size = int(datamodule.image_size)
+    options.check(image_size=size)
     path = Path(str(options.checkpoint))
     info_path = path.with_name(path.name + ".json")
     num_classes, in_chans = int(datamodule.num_classes), int(datamodule.in_chans)
-    if not path.exists():
-        if options.teacher_resolution not in (None, int(datamodule.image_size)):
-            raise ValueError(
-                f"distill.train_teacher_epochs trains the teacher at the data's resolution ({datamodule.image_size} "
-                f"px) but distill.teacher_resolution is {options.teacher_resolution}; set teacher_resolution: null "
-                "or supply a teacher checkpoint trained at that resolution"
-            )
-        size = int(datamodule.image_size)
-        backbone = candidate(options.teacher).build(num_classes=num_classes, in_chans=in_chans, input_size=(size, size))
+    if path.exists():
+        side = options.teacher_resolution or size
+        teacher = load_teacher(options.teacher, path, num_classes=num_classes, in_chans=in_chans,
+                               input_size=(side, side))
+    else:
+        teacher = candidate(options.teacher).build(num_classes=num_classes, in_chans=in_chans, input_size=(size, size))
         print(f"training the teacher {options.teacher} for {options.train_teacher_epochs} epoch(s); it is saved "
               f"to {path}")
-        record = train(backbone, f"teacher {options.teacher}")
+        record = train(teacher, f"teacher {options.teacher}")
         if record.get("status") != "trained":
             raise RuntimeError(f"training the teacher failed: {record.get('error')}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_teacher(backbone, path)
-        info_path.write_text(json.dumps({**record, "model": options.teacher, "checkpoint": str(path)}, indent=2))
-    teacher = load_teacher(options.teacher, path, num_classes=num_classes, in_chans=in_chans)
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            info_path.write_text(json.dumps({**record, "model": options.teacher, "checkpoint": str(path)}, indent=2))
+            save_teacher(teacher, path)
+        teacher.eval().requires_grad_(False)
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     return teacher, {"model": options.teacher, "checkpoint": str(path), "test_acc": info.get("test_acc"),
                      "trained_here": bool(info)}

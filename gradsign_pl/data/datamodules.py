@@ -193,14 +193,19 @@ class CIFAR10DataModule(_TensorDataModule):
 class ImageFolderDataModule(_TensorDataModule):
     """Any ``ImageFolder`` tree: ``root/train/<class>/*.jpg`` and ``root/val/<class>/*.jpg`` (val also tests).
 
-    Training images: random resized crop to ``image_size`` and flip; evaluation: resize to ``image_size * 8/7``
-    and centre crop. ImageNet normalisation.
+    Training images: random resized crop to ``image_size`` and flip, then optionally torchvision's ImageNet
+    AutoAugment policy (``auto_augment=True``) and random erasing with probability ``random_erasing`` (ZenNAS trains
+    with both); evaluation: resize to ``image_size * 8/7`` (256 for 224) and centre crop. ImageNet normalisation.
     """
 
     in_chans = 3
 
-    def __init__(self, root: str, image_size: int = 224, batch_size: int = 64, num_workers: int = 2) -> None:
+    def __init__(self, root: str, image_size: int = 224, batch_size: int = 64, num_workers: int = 2,
+                 auto_augment: bool = False, random_erasing: float = 0.0) -> None:
         super().__init__(batch_size, num_workers)
+        if not 0.0 <= random_erasing <= 1.0:
+            raise ValueError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
+        self.auto_augment, self.random_erasing = auto_augment, random_erasing
         self.root = Path(root)
         self.image_size = image_size
         for split in ("train", "val"):
@@ -217,8 +222,13 @@ class ImageFolderDataModule(_TensorDataModule):
         from torchvision import datasets, transforms
 
         norm = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-        train_tf = transforms.Compose([transforms.RandomResizedCrop(self.image_size), transforms.RandomHorizontalFlip(),
-                                       transforms.ToTensor(), norm])
+        train = [transforms.RandomResizedCrop(self.image_size), transforms.RandomHorizontalFlip()]
+        if self.auto_augment:
+            train.append(transforms.AutoAugment(transforms.AutoAugmentPolicy.IMAGENET))
+        train += [transforms.ToTensor(), norm]
+        if self.random_erasing > 0:
+            train.append(transforms.RandomErasing(p=self.random_erasing))
+        train_tf = transforms.Compose(train)
         eval_tf = transforms.Compose([transforms.Resize(int(self.image_size * 8 / 7)),
                                       transforms.CenterCrop(self.image_size), transforms.ToTensor(), norm])
         self.train_set = datasets.ImageFolder(str(self.root / "train"), train_tf)

@@ -168,6 +168,7 @@ class DistillationModule(ClassificationModule):
         kd_weight: float = 1.0,
         feature_weight: float = 0.0,
         feature_loss: str = "mse",
+        feature_stages: Sequence[int] | None = None,
         mixup_alpha: float = 0.0,
         lr: float = 0.1,
         weight_decay: float = 5e-4,
@@ -177,6 +178,8 @@ class DistillationModule(ClassificationModule):
     ) -> None:
         # the init arguments, before any other local exists: saved as hyperparameters (backbone and teacher excluded)
         hparams = {k: v for k, v in locals().items() if k not in ("self", "backbone", "teacher", "__class__")}
+        if feature_stages is not None:
+            hparams["feature_stages"] = [int(r) for r in feature_stages]
         # ClassificationModule.__init__ is skipped on purpose: its save_hyperparameters would collect (and deep-copy)
         # the teacher from this frame; everything it sets up is set up here.
         pl.LightningModule.__init__(self)
@@ -216,7 +219,8 @@ class DistillationModule(ClassificationModule):
             teacher.eval()
 
         self.feature_projections: nn.ModuleList | None = None
-        self._teacher_modules: list[str] = []  # teacher module name per student stage
+        self._teacher_modules: list[str] = []  # teacher module name per distilled student stage
+        self._student_stages: list[int] = []  # indices into stage_features(x) of the distilled stages
         if teacher is not None and backbone is not None and feature_weight > 0:
             self._setup_feature_distillation(backbone, teacher)
 
@@ -240,6 +244,22 @@ class DistillationModule(ClassificationModule):
                 f"the student's feature_reductions ({len(reductions)}) and feature_channels ({len(channels)}) "
                 f"differ in length; give one reduction per stage"
             )
+        self._student_stages = list(range(len(channels)))
+        wanted = self.hparams.get("feature_stages")
+        if wanted is not None:
+            if reductions is None:
+                raise ValueError(
+                    f"feature_stages={list(wanted)} selects student stages by reduction, but {type(student).__name__} "
+                    "has no feature_reductions; add them to the student or set feature_stages=None (all stages)"
+                )
+            self._student_stages = [i for i, r in enumerate(reductions) if int(r) in set(wanted)]
+            if not self._student_stages:
+                raise ValueError(
+                    f"feature_stages={list(wanted)} matches none of the student's stage reductions "
+                    f"{list(reductions)}; pick from those (ZenNAS distils the stride-16 stage: [16])"
+                )
+            channels = [channels[i] for i in self._student_stages]
+            reductions = [reductions[i] for i in self._student_stages]
         stages = _teacher_stages(teacher)
         pairing = _pair_stages(channels, reductions, stages)
         for i in pairing:
@@ -256,6 +276,16 @@ class DistillationModule(ClassificationModule):
         )
 
     # ------------------------------------------------------------------------------------------ modes
+
+    def on_fit_start(self) -> None:
+        """Refuse a teacher that Lightning's ``sync_batchnorm`` converted: torch's ``convert_sync_batchnorm`` turns
+        timm's ``BatchNormAct2d`` into a plain ``SyncBatchNorm`` that drops the activation, silently breaking it."""
+        if self.teacher is not None and any(isinstance(m, nn.SyncBatchNorm) for m in self.teacher.modules()):
+            raise ValueError(
+                "Trainer(sync_batchnorm=True) converted the frozen teacher's BatchNorm layers (timm's BatchNormAct2d "
+                "loses its activation in the conversion, which changes the teacher's predictions); set "
+                "sync_batchnorm to false: the teacher is frozen and the student's BatchNorm does not need it"
+            )
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Set the student (and projections) to ``mode``; the teacher stays in eval mode."""
@@ -294,8 +324,10 @@ class DistillationModule(ClassificationModule):
         student = self.backbone
         if callable(getattr(student, "extract_stage_features_and_logit", None)):
             maps, logits = student.extract_stage_features_and_logit(x)
-            return logits, list(maps)
-        return self(x), list(student.stage_features(x))
+        else:
+            logits, maps = self(x), student.stage_features(x)
+        maps = list(maps)
+        return logits, [maps[i] for i in self._student_stages] if len(maps) > max(self._student_stages) else maps
 
     def _teacher_forward(self, x: Tensor, features: bool) -> tuple[Tensor, list[Tensor] | None]:
         """Teacher logits (and the hooked stage maps) for the batch ``x`` (resized to ``teacher_resolution``)."""

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,12 +48,15 @@ def save_teacher(model: nn.Module, path: str | Path) -> Path:
     """Write ``model.state_dict()`` (tensors moved to CPU) to ``path`` with ``torch.save``; returns the path.
 
     Parent folders are created. The file is the plain ``state_dict`` form that :func:`load_teacher` reads back
-    into the same architecture.
+    into the same architecture. It is written to a temporary name and renamed into place, so an interruption never
+    leaves a truncated checkpoint at ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
     return path
 
 
@@ -145,6 +149,7 @@ def load_teacher(
     checkpoint: str | Path | None = None,
     num_classes: int = 1000,
     in_chans: int = 3,
+    input_size: tuple[int, int] | None = None,
 ) -> nn.Module:
     """Build ``model`` for ``num_classes`` / ``in_chans`` and load its weights from the local file ``checkpoint``.
 
@@ -154,6 +159,8 @@ def load_teacher(
         checkpoint: path of the weights (see the module docstring for the accepted formats).
         num_classes: classifier outputs the checkpoint was trained with.
         in_chans: input channels the checkpoint was trained with.
+        input_size: ``(height, width)`` for architectures that fix it at construction (e.g. a ViT teacher); see
+            :meth:`gradsign_pl.candidates.Candidate.build`.
 
     Returns:
         The teacher in eval mode, every parameter with ``requires_grad=False``, on the CPU.
@@ -174,7 +181,7 @@ def load_teacher(
         raise FileNotFoundError(f"teacher checkpoint {path} {what}; the teacher is never downloaded: {how}")
 
     state = _extract_state_dict(_read_file(path), path)
-    net = spec.build(num_classes=num_classes, in_chans=in_chans)
+    net = spec.build(num_classes=num_classes, in_chans=in_chans, input_size=input_size)
     own = net.state_dict()
     state = _best_match(state, set(own))
 

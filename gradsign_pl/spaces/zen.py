@@ -556,6 +556,8 @@ class MasterNet(nn.Module):
         structure: the canonical structure string.
         blocks: the validated :class:`ZenBlock` list.
         feature_channels: channels of each :meth:`stage_features` output.
+        feature_reductions: input side / map side of each :meth:`stage_features` output (the strides so far), which
+            distillation uses to pair student and teacher stages.
     """
 
     def __init__(
@@ -582,6 +584,11 @@ class MasterNet(nn.Module):
         self._stage_ends = [i - 1 for i in range(1, len(self.blocks_spec)) if self.blocks_spec[i].stride == 2]
         self._stage_ends.append(len(self.blocks_spec) - 1)
         self.feature_channels = [self.blocks_spec[i].out_channels for i in self._stage_ends]
+        reduction, reductions = 1, []
+        for b in self.blocks_spec:
+            reduction *= b.stride
+            reductions.append(reduction)
+        self.feature_reductions = [reductions[i] for i in self._stage_ends]
         self.init_parameters(zero_init_residual=zero_init_residual)
 
     def init_parameters(self, zero_init_residual: bool = False) -> None:
@@ -627,12 +634,23 @@ class MasterNet(nn.Module):
                 out.append(y)
         return out
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(n, num_classes)``."""
-        x = torch.flatten(F.adaptive_avg_pool2d(self.forward_features(x), 1), 1)
+    def _head(self, features: Tensor) -> Tensor:
+        x = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)
         if self.dropout > 0:
             x = F.dropout(x, self.dropout, training=self.training)
         return self.classifier(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(n, num_classes)``."""
+        return self._head(self.forward_features(x))
+
+    def extract_stage_features_and_logit(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        """``(stage_features(x), forward(x))`` from one pass (ZenNAS's name), for feature distillation."""
+        ends, maps, y = set(self._stage_ends), [], x
+        for i, y in enumerate(self._run_blocks(x)):
+            if i in ends:
+                maps.append(y)
+        return maps, self._head(y)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -814,7 +832,7 @@ class ZenSpace:
         return count_params(structure, num_classes, use_se=self.use_se)
 
     def flops(self, structure: str | Sequence[ZenBlock], resolution: int, num_classes: int) -> int:
-        """:func:`count_flops` (MACs) with this space's ``use_se``."""
+        """:func:`count_flops` (ZenNAS's published convention) with this space's ``use_se``."""
         return count_flops(structure, resolution, num_classes, use_se=self.use_se)
 
     def layers(self, structure: str | Sequence[ZenBlock]) -> int:

@@ -405,6 +405,30 @@ def test_feature_stages_pair_by_reduction_when_given():
     assert all(p.grad is None for p in module.teacher.parameters())
 
 
+def test_feature_stages_select_the_distilled_student_stages_by_reduction():
+    class WithReductions(TinyStudent):
+        feature_reductions = (2, 4)
+
+    module = DistillationModule(WithReductions(2), 2, teacher=teacher(2), feature_weight=1.0, feature_stages=[4])
+    assert module._teacher_modules == ["blocks.1"] and len(module.feature_projections) == 1
+    assert module.feature_projections[0].in_channels == 16
+    out = module.distillation_losses(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]))
+    assert torch.isfinite(out["feature_loss"])
+    with pytest.raises(ValueError, match=r"feature_stages=\[16\] matches none of the student's stage reductions \[2, 4\]"):
+        DistillationModule(WithReductions(2), 2, teacher=teacher(2), feature_weight=1.0, feature_stages=[16])
+    with pytest.raises(ValueError, match="has no feature_reductions"):
+        DistillationModule(TinyStudent(2), 2, teacher=teacher(2), feature_weight=1.0, feature_stages=[4])
+
+
+def test_a_teacher_converted_by_sync_batchnorm_is_refused():
+    from lightning.pytorch.plugins import TorchSyncBatchNorm
+
+    module = DistillationModule(plain_student(2), 2, teacher=teacher(2))
+    module = TorchSyncBatchNorm().apply(module)
+    with pytest.raises(ValueError, match="set sync_batchnorm to false"):
+        module.on_fit_start()
+
+
 # --------------------------------------------------------------------------- bad input
 
 

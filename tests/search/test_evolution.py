@@ -346,3 +346,18 @@ def test_proxy_fitness_gradsign_is_finite_repeatable_and_isolated():
     res = evolution_search(space, fitness, EvolutionSettings(iterations=4, population_size=2, resolution=8),
                            progress=False)
     assert res.evaluated == 4 and len(res.population) == 2
+
+
+def test_zen_space_search_mutates_members_with_two_replacements_within_budgets():
+    from gradsign_pl.spaces.zen import ZenSpace
+
+    space = ZenSpace()
+    settings = EvolutionSettings(iterations=40, population_size=12, max_params=150_000, max_flops=20_000_000,
+                                 max_layers=12, resolution=32, num_classes=10, seed=3)
+    result = evolution_search(space, lambda s: float(space.params(s, 10)), settings, progress=False)
+    assert result.evaluated > 12  # past the seed phase: members were mutated (2 blocks replaced)
+    for structure, score in result.population:
+        assert score == space.params(structure, 10) <= 150_000
+        assert space.flops(structure, 32, 10) <= 20_000_000 and space.layers(structure) <= 12
+    best = [h["best_score"] for h in result.history if h["best_score"] is not None]
+    assert best == sorted(best) and best[-1] > best[0]

@@ -422,3 +422,17 @@ def test_zen_space_is_registered_and_delegates():
     net = se_space.build(se_space.initial_structure, 1000)
     assert any(isinstance(m, Z._SEModule) for m in net.modules())
     assert se_space.params(se_space.initial_structure, 1000) == sum(p.numel() for p in net.parameters())
+
+
+def test_feature_reductions_give_the_stride_of_each_stage_map():
+    net = Z.MasterNet("SuperConvK3BNRELU(3,8,2,1)SuperResK3K3(8,16,1,8,1)SuperResK3K3(16,32,2,16,1)"
+                      "SuperResK3K3(32,32,2,16,1)SuperConvK1BNRELU(32,64,1,1)", 10)
+    maps = net.stage_features(torch.zeros(2, 3, 64, 64))
+    assert net.feature_reductions == [64 // m.shape[-1] for m in maps] == [2, 4, 8]
+
+
+def test_one_pass_gives_the_stage_features_and_the_logits_of_two_passes():
+    net = Z.MasterNet("SuperConvK3BNRELU(3,8,2,1)SuperResK3K3(8,16,2,8,2)SuperConvK1BNRELU(16,32,1,1)", 5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    maps, logits = net.extract_stage_features_and_logit(x)
+    assert torch.allclose(logits, net(x)) and all(torch.equal(a, b) for a, b in zip(maps, net.stage_features(x)))
