@@ -6,10 +6,12 @@ Public API::
     result = gradsign(model, images, labels)      # GradSignResult, result.score: higher = better
     ranking = rank(["timm:resnet18", "torchvision:mobilenet_v3_small"], (images, labels), num_classes=10)
     trainer = Trainer(callbacks=[GradSignCallback()])
+    result = evolution_search(create_space("zen"), fitness, EvolutionSettings(max_params=1e6))   # MasterNet search
 """
 
 from gradsign_pl.callbacks import GradSignCallback
 from gradsign_pl.candidates import Candidate, build_model, candidate, list_candidates
+from gradsign_pl.modules import DistillationModule, load_teacher
 from gradsign_pl.proxies import (
     GradSignResult,
     ProxyResult,
@@ -20,6 +22,7 @@ from gradsign_pl.proxies import (
     score,
 )
 from gradsign_pl.proxies.ensemble import rank_ensemble
+from gradsign_pl.search import EvolutionSettings, evolution_search, proxy_fitness
 from gradsign_pl.spaces import create_space, list_spaces, register_space
 from gradsign_pl.triage import Ranking, rank
 
@@ -27,6 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Candidate",
+    "DistillationModule",
+    "EvolutionSettings",
     "GradSignCallback",
     "GradSignResult",
     "ProxyResult",
@@ -35,11 +40,14 @@ __all__ = [
     "build_model",
     "candidate",
     "create_space",
+    "evolution_search",
     "get_proxy",
     "gradsign",
     "list_candidates",
     "list_proxies",
     "list_spaces",
+    "load_teacher",
+    "proxy_fitness",
     "rank",
     "rank_ensemble",
     "register_proxy",
