@@ -348,16 +348,21 @@ def test_proxy_fitness_gradsign_is_finite_repeatable_and_isolated():
     assert res.evaluated == 4 and len(res.population) == 2
 
 
-def test_zen_space_search_mutates_members_with_two_replacements_within_budgets():
+@hsettings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), max_params=st.integers(120_000, 400_000),
+       max_flops=st.integers(10_000_000, 60_000_000), max_layers=st.integers(8, 20))
+def test_zen_space_search_mutates_members_with_two_replacements_within_budgets(seed, max_params, max_flops,
+                                                                                max_layers):
     from gradsign_pl.spaces.zen import ZenSpace
 
-    space = ZenSpace()
-    settings = EvolutionSettings(iterations=40, population_size=12, max_params=150_000, max_flops=20_000_000,
-                                 max_layers=12, resolution=32, num_classes=10, seed=3)
+    space = ZenSpace()  # initial structure: 91k params, 6.9M FLOPs, 6 layers at 32 px
+    settings = EvolutionSettings(iterations=80, population_size=12, max_params=max_params, max_flops=max_flops,
+                                 max_layers=max_layers, resolution=32, num_classes=10, seed=seed)
     result = evolution_search(space, lambda s: float(space.params(s, 10)), settings, progress=False)
     assert result.evaluated > 12  # past the seed phase: members were mutated (2 blocks replaced)
     for structure, score in result.population:
-        assert score == space.params(structure, 10) <= 150_000
-        assert space.flops(structure, 32, 10) <= 20_000_000 and space.layers(structure) <= 12
+        space.validate(structure, in_chans=3, resolution=32)
+        assert score == space.params(structure, 10) <= max_params
+        assert space.flops(structure, 32, 10) <= max_flops and space.layers(structure) <= max_layers
     best = [h["best_score"] for h in result.history if h["best_score"] is not None]
     assert best == sorted(best) and best[-1] > best[0]
