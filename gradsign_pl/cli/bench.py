@@ -2,6 +2,8 @@
 
     gradsign-bench correlate --dataset cifar10 --n_archs 1000            # Table 5.2 + scatter plots
     gradsign-bench correlate --help
+    gradsign-bench select --runs 500                                     # Table 5.4 from the cached scores
+    gradsign-bench nas --runs 500 --budget_seconds 12000                 # Table 5.5 on tabular NB-201
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ DEFAULT_ENSEMBLES = (
     "mean_rank:gradsign+synflow+naswot",
     "log_rank:gradsign+synflow+naswot+jacov",
 )
+
+
+def correlate_dir(space: str = "nb201", dataset: str = "cifar10", batch_size: int = 64, seed: int = 42) -> str:
+    """The default output (and score cache) directory of ``correlate``."""
+    return f"runs/correlate/{space}-{dataset}-b{batch_size}-s{seed}"
+
+
+DEFAULT_CACHE = correlate_dir()
+"""Where ``select`` and ``nas`` look for proxy scores by default: ``correlate``'s CIFAR-10, batch 64, seed 42 run."""
 
 
 def correlate(
@@ -68,7 +79,7 @@ def correlate(
         torch.set_num_threads(threads)
     if ensembles is None:
         ensembles = [e for e in DEFAULT_ENSEMBLES if set(e.split(":")[-1].split("+")) <= set(proxies)]
-    out_dir = Path(out or f"runs/correlate/{space}-{dataset}-b{batch_size}-s{seed}")
+    out_dir = Path(out or correlate_dir(space, dataset, batch_size, seed))
     study = run_correlation(
         create_space(space, table=table if table is not None else data_dir),
         dataset,
@@ -89,12 +100,151 @@ def correlate(
         print(f"{len(study.failures)} scores failed (nan); reasons are in summary.json", file=sys.stderr)
 
 
+def _load_table(table: str | None, data_dir: str | None):
+    from gradsign_pl.spaces.nb201 import load_table
+
+    try:
+        return load_table(table if table is not None else data_dir)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"the NB-201 ground-truth table is needed: {exc}") from None
+
+
+def _cache_dir(cache: str | None) -> Path:
+    from gradsign_pl.search.nb201_tabular import CORRELATE_HINT
+
+    path = Path(cache or DEFAULT_CACHE)
+    if not (path / "scores.jsonl").is_file():
+        raise FileNotFoundError(f"no proxy score cache at {path}; {CORRELATE_HINT} (or pass --cache DIR)")
+    return path
+
+
+def select(
+    cache: str | None = None,
+    proxies: list[str] | None = None,
+    n_values: list[int] | None = None,
+    runs: int = 500,
+    seed: int = 0,
+    out: str | None = None,
+    table: str | None = None,
+    data_dir: str | None = None,
+) -> None:
+    """Architecture selection (Table 5.4): best-by-proxy among N random candidates, vs Random and Optimal.
+
+    Each run samples N of the cached (scored) archs, picks the highest score of each proxy, and reports the
+    pick's 200-epoch accuracies (mean +- std over the runs) beside the paper's Table 5.4. Writes selection.csv,
+    selection.json and selection.md. The pool is the archs every proxy has a score for; N larger than the
+    pool uses the whole pool (with a 1000-arch cache, N=1000 picks the same arch every run).
+
+    Args:
+        cache: a gradsign-bench correlate output directory (default runs/correlate/nb201-cifar10-b64-s42).
+        proxies: cached proxies to select with (default gradsign, synflow, naswot).
+        n_values: candidates per run (default 10, 100, 1000).
+        runs: runs per N.
+        seed: seed of the samples.
+        out: output directory (default runs/select/<cache name>-r<runs>-s<seed>).
+        table: ground-truth table file or directory (default: the data directory).
+        data_dir: data directory holding the table.
+    """
+    from gradsign_pl.search.nb201_tabular import CachedScorer
+    from gradsign_pl.studies import selection
+
+    cache_dir = _cache_dir(cache)
+    nb_table = _load_table(table, data_dir)
+    proxies = list(proxies or ["gradsign", "synflow", "naswot"])
+    scores = {p: CachedScorer(cache_dir, p, nb_table, failed_score=float("nan")).scores() for p in proxies}
+    study = selection.run_selection(scores, nb_table, n_values=tuple(n_values or (10, 100, 1000)), runs=runs,
+                                    seed=seed)
+    study.settings["cache"] = str(cache_dir)
+    out_dir = Path(out or f"runs/select/{cache_dir.name}-r{runs}-s{seed}")
+    selection.print_table(study)
+    paths = selection.write_selection(study, out_dir)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def nas(
+    cache: str | None = None,
+    proxy: str = "gradsign",
+    strategies: list[str] | None = None,
+    runs: int = 500,
+    seed: int = 0,
+    budget_seconds: float | None = 12000.0,
+    max_evaluations: int | None = None,
+    charge_scoring: bool = False,
+    pool_size: int | None = None,
+    restrict_to_cache: bool = True,
+    epoch_seconds: float = 9.14,
+    fixed_fraction: float = 0.5,
+    out: str | None = None,
+    table: str | None = None,
+    data_dir: str | None = None,
+    plot: bool = True,
+) -> None:
+    """NAS with and without proxy assistance on tabular NB-201 (Table 5.5).
+
+    Training an arch is simulated: its reward is the 12-epoch CIFAR-10 validation accuracy of the table, and it
+    costs simulated seconds (12 epochs x epoch_seconds on average, scaled by the parameter count; see
+    gradsign_pl.search.nb201_tabular.ParamsCostModel). Each run is appended to runs.jsonl as it finishes; run the
+    same command again to resume. Writes nas.csv, nas.json, nas.md and nas_curves.png.
+
+    Args:
+        cache: a gradsign-bench correlate output directory with the proxy's scores
+            (default runs/correlate/nb201-cifar10-b64-s42).
+        proxy: the cached proxy the g-* strategies use.
+        strategies: rs, g-rs, rea, g-rea, reinforce, g-reinforce, bohb, g-bohb (default: all).
+        runs: runs per strategy (seeds seed .. seed+runs-1).
+        seed: first seed.
+        budget_seconds: simulated training seconds per search (the paper: 12000).
+        max_evaluations: also stop after this many evaluations.
+        charge_scoring: charge the proxy's recorded scoring seconds to the budget too.
+        pool_size: candidates scored per proposal by g-* strategies (default: the strategies' own).
+        restrict_to_cache: search only the cached archs (needed by g-* strategies, since only they have scores;
+            all strategies then search the same space).
+        epoch_seconds: mean seconds per training epoch of the cost model (NATS-Bench cifar10-valid: ~9.14).
+        fixed_fraction: share of the training time that does not scale with parameters in the cost model.
+        out: output directory (default runs/nas/<cache name>-<proxy>-b<budget>-s<seed>).
+        table: ground-truth table file or directory (default: the data directory).
+        data_dir: data directory holding the table.
+        plot: draw nas_curves.png.
+    """
+    from gradsign_pl.search.nb201_tabular import (
+        NB201_EPOCHS,
+        CachedScorer,
+        NB201CellSpace,
+        ParamsCostModel,
+        TabularEvaluator,
+    )
+    from gradsign_pl.studies import nas as nas_study
+
+    strategies = list(strategies or nas_study.DEFAULT_STRATEGIES)
+    need_cache = restrict_to_cache or any(nas_study.is_assisted(s) for s in strategies)
+    cache_dir = _cache_dir(cache) if need_cache else None
+    nb_table = _load_table(table, data_dir)
+    scorer = CachedScorer(cache_dir, proxy, nb_table) if cache_dir is not None else None
+    space = NB201CellSpace(scorer.archs if restrict_to_cache and scorer is not None else None)
+    evaluator = TabularEvaluator(nb_table, "cifar10", cost_model=ParamsCostModel(
+        mean_seconds=NB201_EPOCHS * epoch_seconds, fixed_fraction=fixed_fraction))
+    budget_tag = f"{budget_seconds:g}" if budget_seconds is not None else f"e{max_evaluations}"
+    name = cache_dir.name if cache_dir is not None else "full"
+    out_dir = Path(out or f"runs/nas/{name}-{proxy}-b{budget_tag}-s{seed}")
+    try:
+        study = nas_study.run_nas(strategies, runs=runs, budget_seconds=budget_seconds,
+                                  max_evaluations=max_evaluations, charge_scoring=charge_scoring, seed=seed,
+                                  space=space, evaluator=evaluator, scorer=scorer, out_dir=out_dir,
+                                  pool_size=pool_size)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"the NAS strategies are not available ({exc})") from None
+    nas_study.print_table(study)
+    paths = nas_study.write_nas(study, out_dir, plot=plot)
+    print(f"wrote {', '.join(str(p) for p in paths.values())} ({study.computed} new runs, "
+          f"{len(study.records)} in total; runs.jsonl holds every run)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``gradsign-bench`` console script."""
     from jsonargparse import CLI
 
     try:
-        CLI({"correlate": correlate}, args=argv, as_positional=False)
+        CLI({"correlate": correlate, "select": select, "nas": nas}, args=argv, as_positional=False)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"gradsign-bench: error: {message}", file=sys.stderr)

@@ -1,0 +1,328 @@
+"""Tabular NAS-Bench-201 for NAS algorithms: a cell space, a simulated trainer and cached proxy scores.
+
+* :class:`NB201CellSpace` - the 5^6 = 15625 NB-201 cells as a ``CellSpace`` (sample / mutate / encode / decode),
+  optionally restricted to a subset of archs (those a proxy cache has scores for).
+* :class:`TabularEvaluator` - "training" an arch is a table lookup: the reward is its 12-epoch validation accuracy
+  (the NAS-Bench-201 paper's protocol for REA, RS, REINFORCE and BOHB: ``hp='12'`` on ``cifar10-valid``) and the
+  cost is a *simulated* number of seconds (see :class:`ParamsCostModel`), charged against the search budget.
+* :class:`CachedScorer` - a proxy's scores read from a ``gradsign-bench correlate`` cache directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gradsign_pl.spaces.nb201 import N_EDGES, OPS, NB201Table, arch_from_ops, load_table, ops_of, parse_arch
+
+# ------------------------------------------------------------------------------------------------ space
+
+
+class NB201CellSpace:
+    """The NB-201 cell space: 6 edges x 5 operations, archs as NB-201 arch strings.
+
+    Args:
+        archs: restrict the space to these archs (e.g. the ones a proxy cache holds scores for); ``None``: all
+            15625 cells. With a subset, :meth:`sample` draws uniformly from it, and :meth:`mutate` changes one
+            random edge as usual; when that arch is not in the subset, it returns the subset arch nearest to it
+            (fewest differing edges; the parent itself excluded; ties broken with ``rng``), so mutations stay
+            local but never get stuck: a sparse subset (~1000 of 15625 archs) has 200 isolated archs and small
+            islands under one-edge moves, on which a neighbours-only mutation (with random restarts) made
+            REA plateau early. ``restarts`` counts the mutations that needed this projection.
+            :meth:`decode` of an encoding outside the subset (strategies that propose ops per edge,
+            such as BOHB's TPE or REINFORCE's policy) *projects* it the same way (ties broken by a deterministic
+            hash of the encoding); ``projections`` counts them. The strategy then learns from the projected
+            arch's reward under the proposed encoding.
+    """
+
+    num_edges = N_EDGES
+    num_ops = len(OPS)
+
+    def __init__(self, archs: Sequence[str] | None = None) -> None:
+        self.subset: tuple[str, ...] | None = None
+        self._members: set[str] | None = None
+        self.restarts = 0
+        self.projections = 0
+        self._codes: np.ndarray | None = None
+        if archs is not None:
+            unique = list(dict.fromkeys(archs))
+            for a in unique:
+                parse_arch(a)
+            if not unique:
+                raise ValueError("NB201CellSpace needs at least one arch in its subset")
+            self.subset = tuple(unique)
+            self._members = set(unique)
+            self._pos = {a: i for i, a in enumerate(unique)}
+            self._codes = np.array([self.encode(a) for a in unique], dtype=np.int8)
+
+    def __len__(self) -> int:
+        return len(self.subset) if self.subset is not None else self.num_ops**self.num_edges
+
+    def __contains__(self, arch: object) -> bool:
+        if self._members is not None:
+            return arch in self._members
+        try:
+            parse_arch(arch)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    def sample(self, rng: random.Random) -> str:
+        """A uniformly random arch (of the subset, when restricted)."""
+        if self.subset is not None:
+            return self.subset[rng.randrange(len(self.subset))]
+        return arch_from_ops([OPS[rng.randrange(self.num_ops)] for _ in range(self.num_edges)])
+
+    def neighbours(self, arch: str) -> list[str]:
+        """Every arch that differs from ``arch`` on exactly one edge (24 of them), in the subset when restricted."""
+        ops = list(ops_of(arch))
+        out = []
+        for e in range(self.num_edges):
+            for op in OPS:
+                if op != ops[e]:
+                    cand = arch_from_ops(ops[:e] + [op] + ops[e + 1:])
+                    if self._members is None or cand in self._members:
+                        out.append(cand)
+        return out
+
+    def mutate(self, arch: str, rng: random.Random) -> str:
+        """Change the operation of one random edge to another random operation (see the class for subsets)."""
+        if self.subset is None:
+            ops = list(ops_of(arch))
+            e = rng.randrange(self.num_edges)
+            ops[e] = rng.choice([op for op in OPS if op != ops[e]])
+            return arch_from_ops(ops)
+        assert self._codes is not None and self.subset is not None
+        ops = list(self.encode(arch))
+        e = rng.randrange(self.num_edges)
+        ops[e] = rng.choice([o for o in range(self.num_ops) if o != ops[e]])
+        child = arch_from_ops([OPS[o] for o in ops])
+        if child in self._members or len(self.subset) == 1:
+            return child if child in self._members else self.subset[0]
+        self.restarts += 1
+        dist = (self._codes != np.asarray(ops, dtype=np.int8)).sum(axis=1)
+        if arch in self._pos:
+            dist[self._pos[arch]] = self.num_edges + 1  # never the parent itself
+        ties = np.flatnonzero(dist == dist.min())
+        return self.subset[int(ties[rng.randrange(len(ties))])]
+
+    def encode(self, arch: str) -> tuple[int, ...]:
+        """Operation index (into :data:`OPS`) of each of the 6 edges, in arch-string order."""
+        return tuple(OPS.index(op) for op in ops_of(arch))
+
+    def decode(self, ops: Sequence[int]) -> str:
+        """Inverse of :meth:`encode` (with a subset: the nearest subset arch, see the class docstring)."""
+        if len(ops) != self.num_edges or any(not 0 <= int(o) < self.num_ops for o in ops):
+            raise ValueError(f"an NB-201 encoding is {self.num_edges} op indices in [0, {self.num_ops}), got {ops!r}")
+        arch = arch_from_ops([OPS[int(o)] for o in ops])
+        if self._members is None or arch in self._members:
+            return arch
+        assert self._codes is not None and self.subset is not None
+        code = np.asarray([int(o) for o in ops], dtype=np.int8)
+        dist = (self._codes != code).sum(axis=1)
+        ties = np.flatnonzero(dist == dist.min())
+        self.projections += 1
+        return self.subset[int(ties[zlib.crc32(code.tobytes()) % len(ties)])]
+
+
+# -------------------------------------------------------------------------------------------- evaluator
+
+NB201_EPOCH_SECONDS = 9.14
+"""Mean seconds per training epoch of an NB-201 arch on ``cifar10-valid`` (25k training images, batch 256, the
+benchmark's GPUs), as read from NATS-Bench's ``train-per-time`` averaged over 15000 archs with
+``get_more_info(idx, 'cifar10-valid')`` (whose default is ``hp='12'``). Source: a third-party measurement,
+Mirofil/SOTL_NAS ``nasbench.py`` ("The avg is 9.14s per epoch"); we could not check it against the benchmark file,
+which is not available here. The NB-201 baselines charge ``train-all-time + valid-per-time`` of the ``hp='12'``
+run per evaluation (D-X-Y/AutoDL-Projects ``R_EA.py``, ``train_and_eval``)."""
+
+NB201_EPOCHS = 12
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamsCostModel:
+    """Simulated seconds to train an arch for 12 epochs (our table has no per-arch training times).
+
+    ``cost = mean_seconds * (fixed_fraction + (1 - fixed_fraction) * params / mean(params))``, so that the mean
+    over all archs of the table is exactly ``mean_seconds`` (default ``12 * 9.14 s = 109.7 s``, see
+    :data:`NB201_EPOCH_SECONDS`). ``fixed_fraction`` is the part of the time that does not scale with the
+    parameters (data loading, the stem/reduction blocks, parameter-free pooling and skip ops, evaluation);
+    0.5 is an assumption, not a measurement. With a 12000 s budget a search makes about 110 evaluations.
+    """
+
+    mean_seconds: float = NB201_EPOCHS * NB201_EPOCH_SECONDS
+    fixed_fraction: float = 0.5
+    params_column: str = "params_m_cifar10"
+
+    def costs(self, table: NB201Table) -> np.ndarray:
+        if self.mean_seconds <= 0 or not 0.0 <= self.fixed_fraction <= 1.0:
+            raise ValueError(f"need mean_seconds > 0 and 0 <= fixed_fraction <= 1, got {self}")
+        params = table.column(self.params_column).copy()
+        bad = ~np.isfinite(params)
+        params[bad] = np.nanmean(params)
+        rel = params / params.mean()
+        return self.mean_seconds * (self.fixed_fraction + (1.0 - self.fixed_fraction) * rel)
+
+
+REPORT_COLUMNS = ("cifar10_valid", "cifar10_test", "cifar100_valid", "cifar100_test", "imagenet16_valid",
+                  "imagenet16_test")
+"""The 200-epoch accuracies Tables 5.4 / 5.5 report, in their column order."""
+
+
+class TabularEvaluator:
+    """``evaluate(arch) -> (reward %, simulated seconds)`` from the NB-201 table.
+
+    Args:
+        table: an :class:`NB201Table`, or a path for :func:`load_table` (``None``: the data directory).
+        dataset: ``cifar10``, ``cifar100`` or ``imagenet16`` - the search dataset.
+        reward: column suffix of the reward, default ``valid_12ep`` (NB-201's ``hp='12'`` validation accuracy).
+        cost_model: anything with ``costs(table) -> array`` of seconds per arch (default :class:`ParamsCostModel`).
+    """
+
+    def __init__(self, table: NB201Table | str | os.PathLike | None = None, dataset: str = "cifar10",
+                 reward: str = "valid_12ep", cost_model: Any = None) -> None:
+        self.table = table if isinstance(table, NB201Table) else load_table(table)
+        self.dataset = dataset
+        self.reward_column = f"{dataset}_{reward}"
+        self.rewards = self.table.column(self.reward_column)
+        self.cost_model = cost_model if cost_model is not None else ParamsCostModel()
+        self.costs = np.asarray(self.cost_model.costs(self.table), dtype=np.float64)
+        self.calls = 0
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What the rewards and costs depend on (for resume checks)."""
+        model = dataclasses.asdict(self.cost_model) if dataclasses.is_dataclass(self.cost_model) else repr(self.cost_model)
+        return {"reward": self.reward_column, "cost_model": model, "table_rows": len(self.table)}
+
+    def evaluate(self, arch: str) -> tuple[float, float]:
+        i = self.table.index_of(arch)
+        self.calls += 1
+        return float(self.rewards[i]), float(self.costs[i])
+
+    def cost(self, arch: str) -> float:
+        return float(self.costs[self.table.index_of(arch)])
+
+    def report(self, arch: str) -> dict[str, float]:
+        """The 200-epoch validation/test accuracies of ``arch`` on the three datasets (:data:`REPORT_COLUMNS`)."""
+        i = self.table.index_of(arch)
+        return {c: float(self.table.column(c)[i]) for c in REPORT_COLUMNS if c in self.table.columns}
+
+
+# ---------------------------------------------------------------------------------------------- scorer
+
+DEFAULT_SCORING_SECONDS = 1.0
+"""Scoring time charged per arch when a cache record has no ``seconds`` field."""
+
+CORRELATE_HINT = "run gradsign-bench correlate --dataset cifar10 --n_archs 1000 first"
+
+
+class CachedScorer:
+    """``scorer(arch) -> (score, seconds)`` for one proxy, read from a ``gradsign-bench correlate`` cache.
+
+    The cache (``scores.jsonl`` + ``meta.json``, :class:`~gradsign_pl.studies.cache.ScoreCache`) keys candidates
+    by their **NB-201 benchmark index** as a string (``"9090"``); the table maps indices to arch strings. A key
+    that is not an integer is taken to be an arch string. ``seconds`` is the scoring time recorded in the cache
+    (measured on the machine that ran ``correlate``) unless ``seconds`` is given; records without one are
+    charged :data:`DEFAULT_SCORING_SECONDS`. A failed score (``null`` in the cache) becomes ``failed_score``
+    (default ``-inf``: ranked last by a maximising search).
+
+    Args:
+        cache_dir: the correlate output directory.
+        proxy: proxy name as cached (``gradsign``, ``synflow``, ``naswot``, ...).
+        table: NB-201 table or its path (to map indices to archs); ``None``: the data directory.
+        seconds: constant scoring time per arch instead of the recorded ones.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, proxy: str, table: NB201Table | str | os.PathLike | None = None,
+                 *, seconds: float | None = None, failed_score: float = -math.inf) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.proxy = proxy
+        records, self.meta = read_cache(self.cache_dir)
+        mine = [r for r in records if r["proxy"] == proxy]
+        if not mine:
+            proxies = sorted({r["proxy"] for r in records})
+            raise KeyError(f"proxy {proxy!r} has no scores in {self.cache_dir}; cached proxies: {', '.join(proxies)}")
+        needs_table = any(str(r["candidate"]).isdigit() for r in mine)
+        if needs_table and not isinstance(table, NB201Table):
+            table = load_table(table)
+        self._scores: dict[str, float] = {}
+        self._seconds: dict[str, float] = {}
+        self._index: dict[str, int | None] = {}
+        for r in mine:
+            key = str(r["candidate"])
+            if key.isdigit():
+                idx = int(key)
+                if idx >= len(table):  # type: ignore[arg-type]
+                    raise ValueError(f"{self.cache_dir}: candidate index {idx} is outside the NB-201 table")
+                arch = table.archs[idx]  # type: ignore[union-attr]
+            else:
+                parse_arch(key)
+                arch, idx = key, None
+            score = r.get("score")
+            self._scores[arch] = float(score) if score is not None else failed_score
+            rec_seconds = r.get("seconds")
+            self._seconds[arch] = float(seconds if seconds is not None else
+                                        rec_seconds if rec_seconds is not None else DEFAULT_SCORING_SECONDS)
+            self._index[arch] = idx
+        self.calls = 0
+
+    @property
+    def archs(self) -> list[str]:
+        """The archs this proxy has a cached record for (failed ones included), in cache order."""
+        return list(self._scores)
+
+    def scores(self) -> dict[str, float]:
+        """arch -> score (failed scores as ``failed_score``)."""
+        return dict(self._scores)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"cache_dir": str(self.cache_dir), "proxy": self.proxy, "cache_meta": self.meta,
+                "n_archs": len(self._scores)}
+
+    def __contains__(self, arch: object) -> bool:
+        return arch in self._scores
+
+    def __call__(self, arch: str) -> tuple[float, float]:
+        try:
+            score = self._scores[arch]
+        except KeyError:
+            raise KeyError(
+                f"arch {arch!r} has no cached {self.proxy} score in {self.cache_dir} ({len(self._scores)} archs "
+                "cached); restrict the search space to scorer.archs, or score more archs with gradsign-bench correlate"
+            ) from None
+        self.calls += 1
+        return score, self._seconds[arch]
+
+
+def read_cache(cache_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All well-formed records of a score cache directory and its ``meta.json`` (read-only; nothing is created)."""
+    from gradsign_pl.studies.cache import META_FILE, SCORES_FILE
+
+    cache_dir = Path(cache_dir)
+    path = cache_dir / SCORES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no proxy score cache at {cache_dir} (no {SCORES_FILE}); {CORRELATE_HINT}")
+    meta_path = cache_dir / META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    with open(path) as fh:
+        for line in fh:
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by an interruption
+            if isinstance(r, dict) and "candidate" in r and "proxy" in r:
+                latest[(str(r["candidate"]), r["proxy"])] = r
+    if not latest:
+        raise FileNotFoundError(f"the proxy score cache {path} is empty; {CORRELATE_HINT}")
+    return list(latest.values()), meta

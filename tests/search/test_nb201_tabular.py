@@ -1,0 +1,134 @@
+"""Tabular NB-201: the cell space (full and subset), the simulated evaluator and the cached proxy scorer."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from gradsign_pl.search.nb201_tabular import (
+    DEFAULT_SCORING_SECONDS,
+    REPORT_COLUMNS,
+    CachedScorer,
+    NB201CellSpace,
+    ParamsCostModel,
+    TabularEvaluator,
+)
+from gradsign_pl.spaces.nb201 import OPS, NB201Table, all_archs, load_table, ops_of
+from gradsign_pl.studies.cache import ScoreCache
+
+ARCHS = all_archs()
+
+
+def synthetic_table(n: int = 8) -> NB201Table:
+    archs = ARCHS[:n]
+    cols = {c: np.linspace(50.0, 90.0, n) + k for k, c in enumerate(REPORT_COLUMNS)}
+    cols["cifar10_valid_12ep"] = np.linspace(40.0, 80.0, n)
+    cols["params_m_cifar10"] = np.linspace(0.1, 1.5, n)
+    return NB201Table(archs, cols, "synthetic")
+
+
+def n_diff(a: str, b: str) -> int:
+    return sum(x != y for x, y in zip(ops_of(a), ops_of(b)))
+
+
+def test_full_space_samples_uniformly_mutates_one_edge_and_round_trips():
+    space = NB201CellSpace()
+    assert len(space) == 15625 and space.num_edges == 6 and space.num_ops == 5
+    rng = random.Random(0)
+    samples = [space.sample(rng) for _ in range(5000)]
+    for e in range(6):
+        counts = Counter(ops_of(a)[e] for a in samples)
+        assert set(counts) == set(OPS)
+        assert all(abs(c / 5000 - 0.2) < 0.03 for c in counts.values())
+    for a in samples[:300]:
+        b = space.mutate(a, rng)
+        assert n_diff(a, b) == 1 and b in space
+        assert space.decode(space.encode(a)) == a
+    assert len(space.neighbours(samples[0])) == 24
+    with pytest.raises(ValueError, match="6 op indices"):
+        space.decode((0, 1, 2))
+
+
+def test_subset_space_stays_in_the_subset():
+    center = ARCHS[0]
+    near = NB201CellSpace().neighbours(center)[:3]
+    far = next(a for a in ARCHS if all(n_diff(a, x) > 1 for x in [center, *near]))
+    subset = [center, *near, far]
+    space = NB201CellSpace(subset)
+    assert len(space) == 5 and far in space and ARCHS[-1] not in space
+    rng = random.Random(1)
+    assert Counter(space.sample(rng) for _ in range(2000)).keys() == set(subset)
+    for parent in subset:  # mutations stay in the subset and never return the parent
+        for _ in range(30):
+            child = space.mutate(parent, rng)
+            assert child in subset and child != parent
+    b = space.mutate(far, rng)  # far has no neighbour in the subset: projected onto the subset
+    assert b in subset and b != far and space.restarts >= 1
+    star = NB201CellSpace([center, *NB201CellSpace().neighbours(center)])  # center + all 24 neighbours
+    assert all(n_diff(center, star.mutate(center, rng)) == 1 for _ in range(50)) and star.restarts == 0
+    for a in subset:
+        assert space.decode(space.encode(a)) == a
+    full = NB201CellSpace()
+    outside = [a for a in (full.sample(rng) for _ in range(50)) if a not in space][:20]
+    for a in outside:  # an encoding outside the subset is projected onto its nearest subset arch
+        projected = space.decode(full.encode(a))
+        assert projected in subset
+        assert n_diff(projected, a) == min(n_diff(x, a) for x in subset)
+        assert space.decode(full.encode(a)) == projected  # deterministic
+    assert space.projections == 2 * len(outside)
+
+
+def test_evaluator_on_a_synthetic_table():
+    table = synthetic_table()
+    ev = TabularEvaluator(table, cost_model=ParamsCostModel(mean_seconds=100.0, fixed_fraction=0.25))
+    assert ev.costs.mean() == pytest.approx(100.0)
+    assert np.all(np.diff(ev.costs) > 0)  # more params, more seconds
+    reward, cost = ev.evaluate(ARCHS[3])
+    assert reward == table.columns["cifar10_valid_12ep"][3] and cost == pytest.approx(ev.costs[3])
+    assert ev.report(ARCHS[3]) == {c: table.columns[c][3] for c in REPORT_COLUMNS}
+    assert ev.settings["reward"] == "cifar10_valid_12ep"
+    with pytest.raises(KeyError, match="no column 'cifar100_valid_12ep'"):
+        TabularEvaluator(table, dataset="cifar100")
+    with pytest.raises(KeyError, match="is not in synthetic"):
+        ev.evaluate(ARCHS[100])
+
+
+@pytest.mark.shared_data
+def test_evaluator_on_the_real_table(shared_data):
+    table = load_table(shared_data)
+    ev = TabularEvaluator(table)
+    assert ev.costs.mean() == pytest.approx(12 * 9.14)
+    arch = table.archs[1]
+    reward, cost = ev.evaluate(arch)
+    assert reward == pytest.approx(82.834)  # cifar10_valid_12ep of index 1
+    assert 60 < ev.costs.min() < cost < ev.costs.max() < 300
+    report = ev.report(arch)
+    assert report["cifar10_test"] == pytest.approx(93.66) and report["imagenet16_valid"] == pytest.approx(44.0)
+    assert list(report) == list(REPORT_COLUMNS)
+
+
+def test_cached_scorer_reads_index_and_arch_keys(tmp_path):
+    table = synthetic_table()
+    cache = ScoreCache(tmp_path, {"space": "nb201", "dataset": "cifar10"})
+    cache.add(2, "gradsign", 5.0, seconds=0.5)
+    cache.add(5, "gradsign", float("nan"), reason="overflow", seconds=0.25)
+    cache.add(ARCHS[6], "gradsign", 7.0)  # an arch-string key, no seconds recorded
+    cache.add(2, "synflow", 1.0, seconds=0.1)
+    scorer = CachedScorer(tmp_path, "gradsign", table)
+    assert scorer.archs == [ARCHS[2], ARCHS[5], ARCHS[6]] and ARCHS[2] in scorer
+    assert scorer(ARCHS[2]) == (5.0, 0.5)
+    assert scorer(ARCHS[5]) == (-math.inf, 0.25)
+    assert scorer(ARCHS[6]) == (7.0, DEFAULT_SCORING_SECONDS)
+    assert scorer.calls == 3 and scorer.settings["cache_meta"]["dataset"] == "cifar10"
+    assert CachedScorer(tmp_path, "gradsign", table, seconds=2.0)(ARCHS[2]) == (5.0, 2.0)
+    with pytest.raises(KeyError, match="no cached gradsign score"):
+        scorer(ARCHS[3])
+    with pytest.raises(KeyError, match="cached proxies: gradsign, synflow"):
+        CachedScorer(tmp_path, "naswot", table)
+    with pytest.raises(FileNotFoundError, match="run gradsign-bench correlate --dataset cifar10 --n_archs 1000"):
+        CachedScorer(tmp_path / "nothing", "gradsign", table)
+    assert not (tmp_path / "nothing").exists()
