@@ -136,6 +136,11 @@ def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, comm
     return "\n".join(lines) + "\n"
 
 
+def _g(x: Any) -> str:
+    """4 significant digits, or ``--`` for a missing / non-finite value."""
+    return f"{x:.4g}" if isinstance(x, (int, float)) and math.isfinite(x) else "--"
+
+
 def _search_markdown(search: dict[str, Any], run_dir: Path) -> str:
     extra, summary = search.get("extra") or {}, search.get("history_summary") or {}
     settings = search.get("settings", {})
@@ -147,8 +152,8 @@ def _search_markdown(search: dict[str, Any], run_dir: Path) -> str:
         lines += ["", f"{summary.get('evaluated')} of {summary.get('iterations')} mutations scored (rejected: "
                   + (", ".join(f"{n} over {k}" if k in ("params", "flops", "layers") else f"{n} {k}"
                                for k, n in rejected.items() if n) or "none")
-                  + f"); best score {_fmt(summary.get('first_best_score'), 4)} at the first scored candidate, "
-                  f"{_fmt(summary.get('final_best_score'), 4)} at the end (reached at iteration "
+                  + f"); best score {_g(summary.get('first_best_score'))} at the first scored candidate, "
+                  f"{_g(summary.get('final_best_score'))} at the end (reached at iteration "
                   f"{summary.get('iteration_best_reached')})."]
     note = ("Params and FLOPs in the space's convention (FLOPs: ZenNAS's, multiply-accumulates + BN/bias terms "
             "per image at the search resolution).")
@@ -156,8 +161,7 @@ def _search_markdown(search: dict[str, Any], run_dir: Path) -> str:
               "| rank | score | params (M) | MFLOPs | layers | structure |", "|---|---|---|---|---|---|"]
     for i, d in enumerate(search.get("top", [])):
         params, flops = d.get("params"), d.get("flops")
-        score = d.get("score")
-        lines.append(f"| {d.get('rank', i + 1)} | {f'{score:.4g}' if isinstance(score, float) else '--'} | "
+        lines.append(f"| {d.get('rank', i + 1)} | {_g(d.get('score'))} | "
                      f"{_fmt(params / 1e6 if params is not None else None)} | "
                      f"{_fmt(flops / 1e6 if flops is not None else None, 1)} | {_fmt(d.get('layers'))} | "
                      f"`{d['structure']}` |")
