@@ -6,6 +6,9 @@ Parts (all by default):
   published figures, and parameters against ``sum(p.numel())`` of the built network (networks up to 40M params).
 - ``cost``: seconds to score one candidate (build + proxy, median of 3) with gradsign and zen, at 32 px (the
   CIFAR recipe's initial structure) and 224 px (ZenNet-400M, the ImageNet recipe's budget), on this machine.
+- ``work``: multiply-accumulates of one ImageNet distillation step per image (student forward + backward counted as
+  3 forwards, teacher ``tf_efficientnet_b3`` forward at 320 px) and of the ImageNet recipe's 20 epochs: a count,
+  not a timing.
 - ``cifar``: runs ``gradsign-fit --config recipes/zen_cifar10.yaml`` (resumes if ``run_dir`` holds a finished
   part) and collects the search curve, the found structure, the teacher and the students' accuracies.
 - ``cifar_resnet18``: the same recipe with a ``timm:resnet18`` teacher (trained by the recipe the same way), which
@@ -14,7 +17,7 @@ Parts (all by default):
 Writes ``docs/results/zen.md`` and ``docs/results/zen.json`` (``--quick``: batch 8 for the cost part, a 30-iteration
 search with 1-epoch training in ``runs/zen_quick``, results under that run directory).
 
-    python benchmarks/zen_search.py [--quick] [--parts conformance cost cifar]
+    python benchmarks/zen_search.py [--quick] [--parts conformance cost work cifar cifar_resnet18]
 """
 
 from __future__ import annotations
@@ -93,6 +96,20 @@ def cost(quick: bool) -> list[dict]:
     return rows
 
 
+def work() -> dict:
+    from gradsign_pl.candidates import build_model
+    from gradsign_pl.proxies.size import count_flops as measured_ops
+
+    zennet400 = next(r for r in published_structures() if r["name"] == "zennet_imagenet1k_flops400M_res224")
+    student = count_flops(zennet400["structure"], 224, 1000, use_se=True, convention="macs")
+    teacher_net = build_model("timm:tf_efficientnet_b3", num_classes=1000).eval()
+    teacher, _ = measured_ops(teacher_net, torch.zeros(1, 3, 320, 320))  # NB-201 convention: 1 per MAC + small terms
+    per_image = 3 * student + teacher
+    images, epochs = 1_281_167, 20
+    return {"student_macs": student, "teacher_ops_320px": teacher, "per_image": per_image,
+            "imagenet_train_images": images, "epochs": epochs, "total": per_image * images * epochs}
+
+
 def cifar(quick: bool, teacher: str | None = None) -> dict:
     name = "zen_quick" if quick else "zen_cifar10"
     run_dir = ROOT / "runs" / (f"{name}_{teacher.split(':')[-1]}" if teacher else name)
@@ -143,6 +160,13 @@ def markdown(results: dict, out: Path) -> str:
             lines.append(f"| {r['case']} | {r['proxy']} | {r['batch']} | {r['seconds']:.2f} | "
                          f"{r['params'] / 1e6:.2f} | {r['flops'] / 1e6:.1f} |")
         lines.append("")
+    if "work" in results:
+        w = results["work"]
+        lines += ["## Distillation work on ImageNet (a count)", "",
+                  f"Per training image: student ZenNet-400M-SE forward + backward = 3 x {w['student_macs'] / 1e6:.0f}M "
+                  f"MACs, teacher tf_efficientnet_b3 forward at 320 px = {w['teacher_ops_320px'] / 1e6:.0f}M "
+                  f"operations; {w['per_image'] / 1e9:.2f} G per image, {w['total'] / 1e15:.1f} x 10^15 for "
+                  f"{w['epochs']} epochs of {w['imagenet_train_images']:,} images.", ""]
     for part in ("cifar", "cifar_resnet18"):
         if part not in results:
             continue
@@ -175,8 +199,8 @@ def markdown(results: dict, out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small settings; results under runs/zen_quick")
-    parser.add_argument("--parts", nargs="+", default=["conformance", "cost", "cifar"],
-                        choices=["conformance", "cost", "cifar", "cifar_resnet18"])
+    parser.add_argument("--parts", nargs="+", default=["conformance", "cost", "work", "cifar", "cifar_resnet18"],
+                        choices=["conformance", "cost", "work", "cifar", "cifar_resnet18"])
     args = parser.parse_args(argv)
     out = ROOT / ("runs/zen_quick" if args.quick else "docs/results")
     out.mkdir(parents=True, exist_ok=True)
@@ -186,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         results["conformance"] = conformance()
     if "cost" in args.parts:
         results["cost"] = cost(args.quick)
+    if "work" in args.parts:
+        results["work"] = work()
     if "cifar" in args.parts:
         results["cifar"] = cifar(args.quick)
     if "cifar_resnet18" in args.parts:
