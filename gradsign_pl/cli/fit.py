@@ -151,6 +151,12 @@ def _metric(metrics: dict[str, Any], key: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _run_identity(spec: Any, distill: DistillOptions | None, teacher: nn.Module | None) -> dict[str, Any]:
+    """What a finished training record must match to be reused: the spec and the teacher's name (or None)."""
+    return {"spec": spec if isinstance(spec, (str, dict)) else None,
+            "teacher": distill.teacher if distill is not None and teacher is not None else None}
+
+
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -169,8 +175,7 @@ def train_candidate(cli: GradSignFitCLI, spec: Any, name: str, run_dir: Path, *,
     """
     dm = cli.datamodule
     t0 = time.perf_counter()
-    record: dict[str, Any] = {"name": name, "spec": spec if isinstance(spec, (str, dict)) else None,
-                              "teacher": distill.teacher if distill is not None and teacher is not None else None}
+    record: dict[str, Any] = {"name": name, **_run_identity(spec, distill, teacher)}
     try:
         pl.seed_everything(cli.config.seed_everything, workers=True, verbose=False)
         if backbone is None:
@@ -254,9 +259,8 @@ def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
             best = ranking.kept[0].name
             jobs.append((f"{best} (no teacher)", spec_of[best], None))
         for name, spec, teach in jobs:
-            expected = {"spec": spec if isinstance(spec, (str, dict)) else None,
-                        "teacher": distill.teacher if distill is not None and teach is not None else None}
             previous = done.get(name, {})
+            expected = _run_identity(spec, distill, teach)
             if previous.get("status") == "trained" and all(previous.get(k) == v for k, v in expected.items()):
                 print(f"{name}: already trained ({100 * (previous.get('test_acc') or math.nan):.2f}% test), skipped")
                 continue

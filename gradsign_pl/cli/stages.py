@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,9 @@ def prepare_teacher(options: DistillOptions, datamodule: Any, train: Any, *,
             raise RuntimeError(f"training the teacher failed: {record.get('error')}")
         if write:
             path.parent.mkdir(parents=True, exist_ok=True)
-            info_path.write_text(json.dumps({**record, "model": options.teacher, "checkpoint": str(path)}, indent=2))
+            tmp = info_path.with_name(f".{info_path.name}.tmp")
+            tmp.write_text(json.dumps({**record, "model": options.teacher, "checkpoint": str(path)}, indent=2))
+            os.replace(tmp, info_path)
             save_teacher(teacher, path)
         teacher.eval().requires_grad_(False)
     info = json.loads(info_path.read_text()) if info_path.exists() else {}

@@ -195,7 +195,6 @@ class TabularEvaluator:
         self.rewards = self.table.column(self.reward_column)
         self.cost_model = cost_model if cost_model is not None else ParamsCostModel()
         self.costs = np.asarray(self.cost_model.costs(self.table), dtype=np.float64)
-        self.calls = 0
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -205,11 +204,7 @@ class TabularEvaluator:
 
     def evaluate(self, arch: str) -> tuple[float, float]:
         i = self.table.index_of(arch)
-        self.calls += 1
         return float(self.rewards[i]), float(self.costs[i])
-
-    def cost(self, arch: str) -> float:
-        return float(self.costs[self.table.index_of(arch)])
 
     def report(self, arch: str) -> dict[str, float]:
         """The 200-epoch validation/test accuracies of ``arch`` on the three datasets (:data:`REPORT_COLUMNS`)."""
@@ -256,7 +251,6 @@ class CachedScorer:
             table = load_table(table)
         self._scores: dict[str, float] = {}
         self._seconds: dict[str, float] = {}
-        self._index: dict[str, int | None] = {}
         for r in mine:
             key = str(r["candidate"])
             if key.isdigit():
@@ -266,13 +260,12 @@ class CachedScorer:
                 arch = table.archs[idx]  # type: ignore[union-attr]
             else:
                 parse_arch(key)
-                arch, idx = key, None
+                arch = key
             score = r.get("score")
             self._scores[arch] = float(score) if score is not None else failed_score
             rec_seconds = r.get("seconds")
             self._seconds[arch] = float(seconds if seconds is not None else
                                         rec_seconds if rec_seconds is not None else DEFAULT_SCORING_SECONDS)
-            self._index[arch] = idx
         self.calls = 0
 
     @property

@@ -737,7 +737,7 @@ def mutate_structure(
     Returns:
         the new structure string (valid whenever the input is).
     """
-    blocks = validate_structure(structure, in_chans=_as_blocks(structure)[0].in_channels)
+    blocks = validate_structure(structure, in_chans=None)
     fams = tuple(default_families(blocks) if families is None else families)
     unknown = [f for f in fams if f not in RESIDUAL_FAMILIES]
     if unknown or not fams:
