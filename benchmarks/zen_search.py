@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from gradsign_pl.cli.fit import read_jsonl_records
 from gradsign_pl.data.batches import load_batch
 from gradsign_pl.proxies import score
 from gradsign_pl.spaces.zen import (
@@ -125,7 +126,7 @@ def cifar(quick: bool, teacher: str | None = None) -> dict:
     subprocess.run(args, check=True, cwd=ROOT)
     seconds = time.perf_counter() - t0
     report = json.loads((run_dir / "report.json").read_text())
-    trained = [json.loads(line) for line in (run_dir / "trained.jsonl").read_text().splitlines()]
+    trained = list(read_jsonl_records(run_dir / "trained.jsonl").values())
     teacher = report.get("distillation") or {}
     sidecar = Path(str(teacher.get("checkpoint"))).with_name(Path(str(teacher.get("checkpoint"))).name + ".json")
     if sidecar.is_file():

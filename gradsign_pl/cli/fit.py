@@ -20,7 +20,6 @@ in ``run_dir/trained.jsonl`` and skipped when the command is run again) -> test 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -42,6 +41,7 @@ from gradsign_pl.candidates import candidate
 from gradsign_pl.cli.stages import DistillOptions, SearchOptions, prepare_teacher, run_search
 from gradsign_pl.modules.classification import ClassificationModule
 from gradsign_pl.report import write_report
+from gradsign_pl.studies.cache import append_jsonl, iter_jsonl
 from gradsign_pl.triage import rank
 
 QUICKSTART_CANDIDATES: list[str | dict] = [
@@ -135,15 +135,7 @@ def _safe(name: str) -> str:
 
 def read_jsonl_records(path: Path) -> dict[str, dict[str, Any]]:
     """``{record["name"]: record}`` from a JSON-lines log, skipping a line cut short by an interruption."""
-    done: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-                done[rec["name"]] = rec
-            except (ValueError, KeyError):
-                continue  # a line cut short by an interruption
-    return done
+    return {rec["name"]: rec for rec in iter_jsonl(path, ("name",))}
 
 
 def _metric(metrics: dict[str, Any], key: str) -> float | None:
@@ -268,8 +260,7 @@ def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
             record = train_candidate(cli, spec, name, run_dir, distill=distill, teacher=teach)
             done[name] = record
             if writer:
-                with open(trained_log, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
+                append_jsonl(trained_log, record)
     if not writer:
         return {}
     paths = write_report(run_dir, ranking, list(done.values()), command=command, score_only=cfg.score_only,

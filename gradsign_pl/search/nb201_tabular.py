@@ -299,7 +299,7 @@ class CachedScorer:
 
 def read_cache(cache_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """All well-formed records of a score cache directory and its ``meta.json`` (read-only; nothing is created)."""
-    from gradsign_pl.studies.cache import META_FILE, SCORES_FILE
+    from gradsign_pl.studies.cache import META_FILE, SCORES_FILE, iter_jsonl
 
     cache_dir = Path(cache_dir)
     path = cache_dir / SCORES_FILE
@@ -307,15 +307,7 @@ def read_cache(cache_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], dict
         raise FileNotFoundError(f"no proxy score cache at {cache_dir} (no {SCORES_FILE}); {CORRELATE_HINT}")
     meta_path = cache_dir / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    with open(path) as fh:
-        for line in fh:
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by an interruption
-            if isinstance(r, dict) and "candidate" in r and "proxy" in r:
-                latest[(str(r["candidate"]), r["proxy"])] = r
+    latest = {(str(r["candidate"]), r["proxy"]): r for r in iter_jsonl(path, ("candidate", "proxy"))}
     if not latest:
         raise FileNotFoundError(f"the proxy score cache {path} is empty; {CORRELATE_HINT}")
     return list(latest.values()), meta

@@ -82,12 +82,36 @@ class ScoreCache:
         """Record one score and write it to disk at once (``nan`` is stored as ``null``)."""
         record = {"candidate": str(candidate), "proxy": proxy, "score": score if math.isfinite(score) else None}
         record.update(fields)
-        line = json.dumps(record, allow_nan=False, default=str)
-        needs_newline = self.path.exists() and self.path.stat().st_size > 0 and not _ends_with_newline(self.path)
-        with open(self.path, "a") as fh:
-            fh.write(("\n" if needs_newline else "") + line + "\n")
-            fh.flush()
+        append_jsonl(self.path, record, allow_nan=False)
         self._records[(str(candidate), proxy)] = record
+
+
+def iter_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """The records of a JSON-lines file that are objects holding the ``required`` keys, in file order.
+
+    A line cut short by an interruption (or any other malformed line) is skipped; a missing file yields nothing.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path) as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and all(k in record for k in required):
+                yield record
+
+
+def append_jsonl(path: str | os.PathLike, record: dict[str, Any], *, allow_nan: bool = True) -> None:
+    """Append ``record`` as one flushed line; if the file ends mid-line (an interrupted write), start a new one."""
+    path = Path(path)
+    line = json.dumps(record, allow_nan=allow_nan, default=str)
+    needs_newline = path.exists() and path.stat().st_size > 0 and not _ends_with_newline(path)
+    with open(path, "a") as fh:
+        fh.write(("\n" if needs_newline else "") + line + "\n")
+        fh.flush()
 
 
 def _ends_with_newline(path: Path) -> bool:

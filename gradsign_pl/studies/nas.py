@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from gradsign_pl.search.nb201_tabular import REPORT_COLUMNS
+from gradsign_pl.studies.cache import append_jsonl, iter_jsonl
 from gradsign_pl.studies.selection import COLUMN_TITLES
 
 DEFAULT_STRATEGIES = ("rs", "g-rs", "rea", "g-rea", "reinforce", "g-reinforce", "bohb", "g-bohb")
@@ -127,29 +128,13 @@ def _check_meta(out: Path, meta: dict[str, Any]) -> None:
 
 def read_runs(out: str | os.PathLike) -> dict[tuple[str, int], dict[str, Any]]:
     """The finished runs in ``out/runs.jsonl`` by ``(strategy, seed)`` (lines cut short are skipped)."""
-    path = Path(out) / RUNS_FILE
     done: dict[tuple[str, int], dict[str, Any]] = {}
-    if path.exists():
-        with open(path) as fh:
-            for line in fh:
-                try:
-                    r = json.loads(line)
-                    done[(r["strategy"], int(r["seed"]))] = r
-                except (ValueError, KeyError, TypeError):
-                    continue
+    for r in iter_jsonl(Path(out) / RUNS_FILE, ("strategy", "seed")):
+        try:
+            done[(r["strategy"], int(r["seed"]))] = r
+        except (ValueError, TypeError):
+            continue
     return done
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    line = json.dumps(record, default=str)
-    needs_newline = False
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, "rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            needs_newline = fh.read(1) != b"\n"
-    with open(path, "a") as fh:
-        fh.write(("\n" if needs_newline else "") + line + "\n")
-        fh.flush()
 
 
 def _curve(history: Sequence[Mapping[str, Any]]) -> list[list[float]]:
@@ -263,7 +248,7 @@ def run_nas(
             "proxy_calls": getattr(trace, "proxy_calls", 0), "accuracy": report,
             "curve": _curve(trace.history),
         }
-        _append(path, record)
+        append_jsonl(path, record)
         done[(name, s)] = json.loads(json.dumps(record, default=str))
 
     if progress and todo:
