@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import fnmatch
 from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
 
+from gradsign_pl._registry import Registry
 from gradsign_pl.proxies._result import ProxyResult
 
 ProxyFn = Callable[..., ProxyResult]
@@ -32,17 +31,16 @@ class ProxyInfo:
     doc: str = ""
 
 
-_PROXIES: dict[str, ProxyInfo] = {}
+_PROXIES: Registry[ProxyInfo] = Registry("proxy")
 
 
 def register_proxy(name: str, *, per_sample: bool = False) -> Callable[[ProxyFn], ProxyFn]:
     """Decorator: register ``fn`` under ``name`` (a name can be registered once)."""
 
     def decorate(fn: ProxyFn) -> ProxyFn:
-        if name in _PROXIES:
-            raise ValueError(f"a proxy named {name!r} is already registered ({_PROXIES[name].fn.__module__})")
+        origin = f" ({_PROXIES[name].fn.__module__})" if name in _PROXIES else ""
         doc = (fn.__doc__ or "").strip().splitlines()
-        _PROXIES[name] = ProxyInfo(name, fn, per_sample, doc[0] if doc else "")
+        _PROXIES.add(name, ProxyInfo(name, fn, per_sample, doc[0] if doc else ""), origin=origin)
         return fn
 
     return decorate
@@ -50,17 +48,12 @@ def register_proxy(name: str, *, per_sample: bool = False) -> Callable[[ProxyFn]
 
 def list_proxies(filter: str = "*") -> list[str]:
     """Sorted names of the registered proxies matching the shell-style pattern ``filter``."""
-    return sorted(n for n in _PROXIES if fnmatch.fnmatch(n, filter))
+    return _PROXIES.names(filter)
 
 
 def get_proxy(name: str) -> ProxyInfo:
     """The registered proxy ``name``; an unknown name is a ``KeyError`` listing the closest names."""
-    try:
-        return _PROXIES[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_PROXIES), n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
-        raise KeyError(f"unknown proxy {name!r}; {hint}registered: {', '.join(list_proxies())}") from None
+    return _PROXIES.lookup(name)
 
 
 def score(name: str, model: nn.Module, inputs: Tensor, targets: Tensor, **options: Any) -> ProxyResult:

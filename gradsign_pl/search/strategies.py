@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
-import fnmatch
 import json
 import math
 import random
@@ -52,6 +50,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
+from gradsign_pl._registry import Registry
 
 __all__ = [
     "Bohb",
@@ -215,16 +215,14 @@ class Strategy(Protocol):
 # ---------------------------------------------------------------------------------------------------- registry
 
 StrategyFactory = Callable[..., Strategy]
-_STRATEGIES: dict[str, StrategyFactory] = {}
+_STRATEGIES: Registry[StrategyFactory] = Registry("search strategy")
 
 
 def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
     """Decorator: register a strategy factory (a class or function taking the strategy's kwargs) under ``name``."""
 
     def decorate(factory: StrategyFactory) -> StrategyFactory:
-        if name in _STRATEGIES:
-            raise ValueError(f"a search strategy named {name!r} is already registered")
-        _STRATEGIES[name] = factory
+        _STRATEGIES.add(name, factory)
         return factory
 
     return decorate
@@ -232,7 +230,7 @@ def register_strategy(name: str) -> Callable[[StrategyFactory], StrategyFactory]
 
 def list_strategies(filter: str = "*") -> list[str]:
     """Sorted names of the registered strategies matching the shell-style pattern ``filter``."""
-    return sorted(n for n in _STRATEGIES if fnmatch.fnmatch(n, filter))
+    return _STRATEGIES.names(filter)
 
 
 def create_strategy(name: str, **kwargs: Any) -> Strategy:
@@ -243,14 +241,7 @@ def create_strategy(name: str, **kwargs: Any) -> Strategy:
         TypeError: a keyword the strategy does not take.
         ValueError: a bad value, naming the keyword.
     """
-    try:
-        factory = _STRATEGIES[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_STRATEGIES), n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
-        raise KeyError(f"unknown search strategy {name!r}; {hint}registered: {', '.join(list_strategies())}") \
-            from None
-    return factory(**kwargs)
+    return _STRATEGIES.lookup(name)(**kwargs)
 
 
 # ------------------------------------------------------------------------------------------------- accounting

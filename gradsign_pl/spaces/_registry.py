@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
-import fnmatch
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from torch import nn
+
+from gradsign_pl._registry import Registry
 
 
 @runtime_checkable
@@ -40,16 +41,14 @@ class SearchSpace(Protocol):
 
 
 SpaceFactory = Callable[..., SearchSpace]
-_SPACES: dict[str, SpaceFactory] = {}
+_SPACES: Registry[SpaceFactory] = Registry("search space")
 
 
 def register_space(name: str) -> Callable[[SpaceFactory], SpaceFactory]:
     """Decorator: register a search-space factory under ``name``."""
 
     def decorate(factory: SpaceFactory) -> SpaceFactory:
-        if name in _SPACES:
-            raise ValueError(f"a search space named {name!r} is already registered")
-        _SPACES[name] = factory
+        _SPACES.add(name, factory)
         return factory
 
     return decorate
@@ -57,18 +56,12 @@ def register_space(name: str) -> Callable[[SpaceFactory], SpaceFactory]:
 
 def list_spaces(filter: str = "*") -> list[str]:
     """Sorted names of the registered search spaces matching the shell-style pattern ``filter``."""
-    return sorted(n for n in _SPACES if fnmatch.fnmatch(n, filter))
+    return _SPACES.names(filter)
 
 
 def create_space(name: str, **kwargs: Any) -> SearchSpace:
     """Build the search space registered as ``name`` (``kwargs`` go to its factory, e.g. ``table=path``)."""
-    try:
-        factory = _SPACES[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_SPACES), n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
-        raise KeyError(f"unknown search space {name!r}; {hint}registered: {', '.join(list_spaces())}") from None
-    return factory(**kwargs)
+    return _SPACES.lookup(name)(**kwargs)
 
 
 def permutation_sample(size: int, n: int, seed: int) -> list[int]:
