@@ -15,6 +15,7 @@ checkpoints and restored (not recomputed) when a fit resumes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 import weakref
@@ -30,7 +31,8 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from gradsign_pl.proxies._common import batch_fingerprint
+from gradsign_pl.policy import ScoringPolicy, apply_init_policy, resolve_policy
+from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng
 from gradsign_pl.proxies._registry import get_proxy, score
 from gradsign_pl.proxies._result import ProxyResult
 
@@ -98,7 +100,13 @@ class GradSignCallback(Callback):
         stop_below: a float is the threshold of the first proxy; a mapping gives thresholds per proxy name;
             ``None`` never stops.
         prefix: prefix of the logged metric names.
-        options: extra keyword options per proxy, ``{"gradsign": {"reduction": "mean"}}``.
+        options: extra keyword options per proxy, ``{"gradsign": {"reduction": "mean"}}``; they override the
+            policy's options for that proxy.
+        policy: the :class:`~gradsign_pl.policy.ScoringPolicy` whose initialisation policy and proxy options the
+            scoring uses (on a private copy), or ``"cell-space"`` / ``"real-model"``. ``"auto"``: the authors'
+            semantics when the module contains a NAS cell-space network (NB-201, MasterNet), the validated
+            real-model policy otherwise. The policy is recorded in every result (``results[p]["options"]["policy"]``). Size
+            terms and seeds of a policy do not apply: one model, scored once at its own initialisation.
     """
 
     def __init__(
@@ -112,6 +120,7 @@ class GradSignCallback(Callback):
         stop_below: float | Mapping[str, float] | None = None,
         prefix: str = "zero_cost/",
         options: Mapping[str, Mapping[str, Any]] | None = None,
+        policy: ScoringPolicy | str | None = "auto",
     ) -> None:
         if isinstance(proxies, str):
             proxies = (proxies,)
@@ -136,6 +145,11 @@ class GradSignCallback(Callback):
         if unknown:
             raise ValueError(f"options names proxies that are not scored: {unknown}; scored: {list(self.proxies)}")
         self.thresholds: dict[str, float] = self._parse_thresholds(stop_below)
+        if not (policy is None or isinstance(policy, (str, ScoringPolicy))):
+            raise TypeError(f"policy must be 'auto', 'cell-space', 'real-model' or a ScoringPolicy, got {policy!r}")
+        if isinstance(policy, str):
+            resolve_policy(policy, cell_space_only=False)  # an unknown name fails here, not at fit start
+        self.policy = policy
         self.loss_fn = loss_fn
         self.forward = forward
         self.batch_transform = batch_transform
@@ -255,11 +269,15 @@ class GradSignCallback(Callback):
     def _compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, dict[str, Any]]:
         inputs, targets = self._scoring_batch(trainer, pl_module)
         model = _ScoredModel(pl_module, self.forward)
+        policy = resolve_policy(self.policy, cell_space_only=_holds_cell_space(pl_module))
         results: dict[str, dict[str, Any]] = {}
         with torch.enable_grad(), _detached_from_trainer(pl_module):
+            if policy.init != "as_built":  # re-initialise a private copy, never the module
+                with isolated_rng(inputs.device, 0):
+                    model = apply_init_policy(copy.deepcopy(model), policy.init)
             for name in self.proxies:
                 t0 = time.perf_counter()
-                kwargs = {"loss_fn": self.loss_fn, **self.options.get(name, {})}
+                kwargs = {"loss_fn": self.loss_fn, **policy.options_for(name), **self.options.get(name, {})}
                 try:
                     data = score(name, model, inputs, targets, **kwargs).to_dict()
                 except Exception as exc:  # noqa: BLE001 - a failing proxy is nan, never a failed fit
@@ -267,6 +285,7 @@ class GradSignCallback(Callback):
                     rank_zero_warn(f"{type(self).__name__}: proxy {name!r} failed, its score is nan ({reason})")
                     data = _failure(name, reason, inputs, targets, pl_module, time.perf_counter() - t0)
                 data["per_layer"] = {_unwrap_name(k): v for k, v in data.get("per_layer", {}).items()}
+                data["options"] = {**(data.get("options") or {}), "policy": policy.describe()}
                 results[name] = data
         return results
 
@@ -341,6 +360,14 @@ class GradSignCallback(Callback):
             fit_loop.epoch_loop.min_steps = None
         trainer.num_sanity_val_steps = 0  # no point validating a model that will not be trained
         rank_zero_warn(self.stop_reason)
+
+
+def _holds_cell_space(module: nn.Module) -> bool:
+    """Whether ``module`` contains a NAS cell-space network (NB-201 or MasterNet)."""
+    from gradsign_pl.spaces.nb201 import NB201Network
+    from gradsign_pl.spaces.zen import MasterNet
+
+    return any(isinstance(m, (NB201Network, MasterNet)) for m in module.modules())
 
 
 class _Shared:

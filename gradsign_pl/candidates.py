@@ -592,6 +592,16 @@ class Candidate:
     name: str
     spec: CandidateSpec = dataclasses.field(hash=False)
 
+    @property
+    def kind(self) -> str:
+        """Where the candidate comes from: ``timm``, ``torchvision``, ``nb201``, ``zen``, ``class_path``, ``callable``."""
+        return _parse(self.spec).kind
+
+    @property
+    def is_cell_space(self) -> bool:
+        """Whether it is a NAS cell-space network (``nb201:``, ``zen:``), where the authors' semantics are validated."""
+        return self.kind in ("nb201", "zen")
+
     def build(self, num_classes: int, in_chans: int = 3, input_size: tuple[int, int] | None = None) -> nn.Module:
         """A freshly initialised network with ``num_classes`` outputs for ``in_chans``-channel images.
 

@@ -67,7 +67,8 @@ def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, An
         writer.writerows(records)
     stats = agreement(ranking, trained) if not score_only else {}
     paths["json"].write_text(json.dumps({"command": command, "order_by": ranking.order_by, "proxies": ranking.proxies,
-                                         "seeds": ranking.seeds, "batch": ranking.batch, "candidates": records,
+                                         "seeds": ranking.seeds, "batch": ranking.batch,
+                                         "policy": ranking.policy, "candidates": records,
                                          "agreement": stats, **sections}, indent=2) + "\n")
     if not score_only and any(t.get("test_acc") is not None for t in trained):
         paths["plot"] = _plot(run_dir / "predicted_vs_achieved.png", ranking, trained, stats)
@@ -111,14 +112,17 @@ def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, comm
     lines = ["# gradsign-fit report", "", f"Command: `{command}`", "",
              f"Scoring batch: {ranking.batch['shape']} ({ranking.batch['num_classes']} classes, fingerprint "
              f"`{ranking.batch['fingerprint']}`); proxies: {', '.join(ranking.proxies)}; ordered by "
-             f"{ranking.order_by}; {ranking.seeds} initialisation seed(s).", "", "## Ranking at initialisation", ""]
+             f"{ranking.order_by}; {ranking.seeds} initialisation seed(s).", "",
+             f"Scoring policy: {ranking.policy.get('summary', 'not recorded')}. A rank marked `=` is a tie: the "
+             "order of that candidate and its neighbour flips between seeds (or their scores are equal).", "",
+             "## Ranking at initialisation", ""]
     shown = [p for p in ranking.proxies if p not in ("params", "flops")]  # they have their own columns
     head = ["rank", "candidate", *shown, "params (M)", "MFLOPs", "kept", "test acc (%)", "note"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
-        note = r["reason"] or r["train_error"] or ""
+        note = "; ".join(n for n in (r["reason"], r["train_error"], r.get("warnings")) if n)
         lines.append("| " + " | ".join([
-            _fmt(r["rank"]), r["name"], *[f"{r[p]:.4g}" if isinstance(r[p], float) else "--" for p in shown],
+            _fmt(r["rank"]) + ("=" if r.get("tied") else ""), r["name"], *[f"{r[p]:.4g}" if isinstance(r[p], float) else "--" for p in shown],
             _fmt(r["params"] / 1e6 if r["params"] is not None else None, 2),
             _fmt(r["flops"] / 1e6 if r["flops"] is not None else None, 1), "yes" if r["kept"] else "",
             _fmt(100 * r["test_acc"] if r["test_acc"] is not None else None, 2), note.replace("|", "/")]) + " |")

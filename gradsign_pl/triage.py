@@ -6,12 +6,19 @@ ordered by the mean score of the ordering proxy (higher first), with the spread 
 whether each is kept, and the reason for every failure. One failing candidate (build error, forward error, out
 of memory, non-finite score) never sinks the run. With ``cache=<dir>`` every score is written to disk as soon as
 it exists and an interrupted run resumes without recomputing.
+
+Every ranking follows one :class:`~gradsign_pl.policy.ScoringPolicy` (initialisation at scoring time, proxy
+options, size terms in the ordering), recorded with the result. ``policy="auto"`` keeps the authors' semantics for
+NAS cell-space candidates and uses the validated real-model policy otherwise. Where an order cannot be trusted the
+table says so: adjacent candidates whose order flips between initialisation seeds are marked as tied, and a
+candidate whose GradSign comes from a small fraction of its weights gets a warning.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -26,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gradsign_pl.candidates import Candidate, candidate
+from gradsign_pl.policy import ScoringPolicy, apply_init_policy, resolve_policy
 from gradsign_pl.proxies import get_proxy
 from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng, private_copy
 from gradsign_pl.proxies.ensemble import rank_ensemble
@@ -33,6 +41,8 @@ from gradsign_pl.proxies.size import count_flops
 from gradsign_pl.studies.cache import ScoreCache
 
 SIZE_KEYS = ("params", "flops")
+#: below this fraction of selected weights with any gradient, a GradSign score gets a warning
+LOW_SIGNAL = 0.05
 
 
 @dataclasses.dataclass
@@ -49,6 +59,11 @@ class RankedCandidate:
         kept: whether it survived ``top_k`` and the budgets.
         reason: why it failed or was filtered, else ``None``.
         seconds: total scoring time.
+        per_seed: proxy -> score under each seed.
+        signal: fraction of the weights GradSign selects that had a non-zero gradient (``None`` without GradSign).
+        tied: its order against an adjacent ranked candidate is not the same under every seed (or their scores
+            are equal), so the two should be read as a tie.
+        warnings: what makes this candidate's score less trustworthy (e.g. low gradient signal).
     """
 
     name: str
@@ -61,6 +76,10 @@ class RankedCandidate:
     kept: bool = False
     reason: str | None = None
     seconds: float = 0.0
+    per_seed: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    signal: float | None = None
+    tied: bool = False
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -71,6 +90,7 @@ class Ranking:
         rows: every candidate, ranked ones first (rank 1 = best).
         proxies: proxies scored; order_by: the proxy (or ``"ensemble"``) the order follows.
         seeds: initialisation seeds per candidate; batch: fingerprint and shape of the scoring batch.
+        policy: the scoring policy, as :meth:`ScoringPolicy.describe` records it.
     """
 
     rows: list[RankedCandidate]
@@ -78,6 +98,7 @@ class Ranking:
     order_by: str
     seeds: int
     batch: dict[str, Any]
+    policy: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def kept(self) -> list[RankedCandidate]:
@@ -99,7 +120,7 @@ class Ranking:
         cols = ["rank", "name", "status", "kept"]
         for p in self.proxies:
             cols += [p] + ([f"{p}_std"] if self.seeds > 1 else [])
-        return cols + ["params", "flops", "seconds", "reason"]
+        return cols + ["params", "flops", "tied", "signal", "warnings", "seconds", "reason"]
 
     def records(self) -> list[dict[str, Any]]:
         """One plain dict per candidate (``nan`` as ``None``), in ranking order."""
@@ -110,7 +131,8 @@ class Ranking:
                 rec[p] = _none_if_nan(r.scores.get(p, math.nan))
                 if self.seeds > 1:
                     rec[f"{p}_std"] = _none_if_nan(r.spread.get(p, math.nan))
-            rec.update(params=r.params, flops=r.flops, seconds=round(r.seconds, 3), reason=r.reason)
+            rec.update(params=r.params, flops=r.flops, tied=r.tied, signal=r.signal,
+                       warnings="; ".join(r.warnings) or None, seconds=round(r.seconds, 3), reason=r.reason)
             out.append(rec)
         return out
 
@@ -125,15 +147,19 @@ class Ranking:
     def to_json(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         payload = {"proxies": self.proxies, "order_by": self.order_by, "seeds": self.seeds, "batch": self.batch,
-                   "candidates": self.records()}
+                   "policy": self.policy, "candidates": self.records()}
         path.write_text(json.dumps(payload, indent=2) + "\n")
         return path
 
     def __rich__(self) -> Any:
         from rich.table import Table
 
-        table = Table(title=f"Ranking by {self.order_by} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
-                            f"batch {self.batch['shape']})")
+        size = self.policy.get("size_terms") or []
+        order = self.order_by + "".join(f" + {t}" for t in size if t != self.order_by)
+        table = Table(title=f"Ranking by {order} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
+                            f"batch {self.batch['shape']})",
+                      caption=f"policy {self.policy.get('summary', '')}; '=' marks a tie: the order flips between "
+                              "seeds" if self.policy else None)
         shown = [p for p in self.proxies if p not in SIZE_KEYS]  # params / flops have their own columns
         table.add_column("#", justify="right")
         table.add_column("candidate", no_wrap=True)
@@ -148,10 +174,11 @@ class Ranking:
             for p in shown:
                 v, s = r.scores.get(p, math.nan), r.spread.get(p, math.nan)
                 cells.append(_fmt(v) + (f" ± {_fmt(s)}" if self.seeds > 1 and math.isfinite(s) else ""))
-            table.add_row(str(r.rank or "-"), r.name, *cells,
+            note = "; ".join([*([r.reason] if r.reason else []), *r.warnings])
+            table.add_row(f"{r.rank}{'=' if r.tied else ''}" if r.rank else "-", r.name, *cells,
                           f"{r.params / 1e6:.2f}M" if r.params is not None else "-",
                           f"{r.flops / 1e6:.1f}" if r.flops is not None else "-",
-                          "yes" if r.kept else "", r.reason or "", style=None if r.status == "ok" else "dim")
+                          "yes" if r.kept else "", note, style=None if r.status == "ok" else "dim")
         return table
 
     def print(self) -> None:
@@ -232,7 +259,8 @@ def rank(
     batch_or_datamodule: Any,
     proxies: Sequence[str] = ("gradsign",),
     *,
-    seeds: int = 1,
+    policy: ScoringPolicy | str | None = "auto",
+    seeds: int | None = None,
     max_params: float | None = None,
     max_flops: float | None = None,
     top_k: int | None = None,
@@ -251,12 +279,17 @@ def rank(
             ``{"class_path": ..., "init_args": ...}``, a factory) or a mapping display name -> spec.
         batch_or_datamodule: ``(inputs, targets)``, a DataLoader or a LightningDataModule.
         proxies: registered proxies to score with (not ``ensemble``; use ``order_by="ensemble"``).
-        seeds: initialisation seeds per candidate (0..seeds-1); scores are averaged, the spread reported.
+        policy: the :class:`~gradsign_pl.policy.ScoringPolicy` (or ``"cell-space"`` / ``"real-model"``);
+            ``"auto"``: the authors' semantics when every candidate is from a NAS cell space, the validated
+            real-model policy otherwise (see :mod:`gradsign_pl.policy`).
+        seeds: initialisation seeds per candidate (0..seeds-1); scores are averaged, the spread reported, and
+            adjacent candidates whose order flips between seeds are marked as tied (default: the policy's).
         max_params, max_flops: budgets; larger candidates are listed as ``over budget`` and not scored.
         top_k: keep the best ``top_k`` ranked candidates (default: keep every ranked one).
         cache: directory for the resumable score cache.
         num_classes: classes of the task (default: ``batch_or_datamodule.num_classes``).
-        order_by: proxy to order by (default: the first), or ``"ensemble"`` for the AZ-NAS log-rank sum of all.
+        order_by: proxy to order by (default: the first), or ``"ensemble"`` for the AZ-NAS log-rank sum of all;
+            the policy's size terms (params, FLOPs) join the log-rank sum.
         loss_fn: loss for the gradient proxies; max_samples: truncate the batch.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
     """
@@ -270,7 +303,7 @@ def rank(
     order_by = order_by or proxies[0]
     if order_by not in (*proxies, "ensemble"):
         raise ValueError(f"order_by={order_by!r} must be one of the scored proxies {proxies} or 'ensemble'")
-    if seeds < 1:
+    if seeds is not None and seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
@@ -281,6 +314,8 @@ def rank(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"candidate names must be unique, repeated: {duplicates}; give them names with a mapping")
+    scoring = resolve_policy(policy, cell_space_only=bool(cands) and all(c.is_cell_space for c in cands))
+    seeds = scoring.seeds if seeds is None else seeds
 
     x, y = first_batch(batch_or_datamodule, max_samples=max_samples)
     classes = _num_classes(batch_or_datamodule, y, num_classes)
@@ -289,25 +324,28 @@ def rank(
     store = None
     if cache is not None:
         meta = {"batch": fingerprint, "num_classes": classes, "loss_fn": getattr(loss_fn, "__qualname__", str(loss_fn)),
-                "device_type": dev.type}
+                "device_type": dev.type, "policy": {k: v for k, v in scoring.describe().items() if k != "seeds"}}
         store = ScoreCache(cache, meta)
     x, y = x.to(dev), y.to(dev)
 
     rows = []
     bar = _progress(progress, len(cands))
     for cand in cands:
-        rows.append(_score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store))
+        rows.append(_score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store,
+                                     scoring))
         bar.advance()
     bar.close()
-    _order(rows, proxies, order_by, top_k)
+    _order(rows, proxies, order_by, top_k, scoring.size_terms)
     return Ranking(rows, proxies, order_by, seeds, {"fingerprint": fingerprint, "shape": list(x.shape),
-                                                     "num_classes": classes})
+                                                     "num_classes": classes},
+                   {**scoring.describe(), "seeds": seeds, "summary": scoring.summary()})
 
 
-def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store):
+def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store, policy):
     t0 = time.perf_counter()
     per_seed: dict[str, list[float]] = {p: [] for p in proxies}
     reasons: list[str] = []
+    signals: list[float] = []
     params = flops = None
     for seed in range(seeds):
         keys = [f"{p}@seed{seed}" for p in proxies]
@@ -318,11 +356,13 @@ def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops,
                 per_seed[p].append(store.score(cand.name, k))
                 if (r := store.get(cand.name, k).get("reason")):
                     reasons.append(f"{p}: {r}")
+                if (f := store.get(cand.name, k).get("signal")) is not None:
+                    signals.append(f)
             continue
         try:
             with isolated_rng(dev, seed):
                 model = cand.build(num_classes=classes, in_chans=x.shape[1], input_size=tuple(x.shape[2:]))
-            model = model.to(dev)
+                model = apply_init_policy(model.to(dev), policy.init)
             if params is None:
                 params = sum(p.numel() for p in model.parameters())
                 flops, _ = count_flops(private_copy(model, train=False, requires_grad=False), x[:2])
@@ -341,9 +381,13 @@ def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops,
             if store is not None and (cand.name, k) in store:
                 per_seed[p].append(store.score(cand.name, k))
                 continue
+            signal = None
             try:
-                result = get_proxy(p).fn(model, x, y, loss_fn=loss_fn)
+                result = get_proxy(p).fn(model, x, y, loss_fn=loss_fn, **policy.options_for(p))
                 value, reason = result.score, result.reason
+                if p == "gradsign" and result.n_params:
+                    signal = result.n_active_params / result.n_params
+                    signals.append(signal)
             except Exception as exc:  # noqa: BLE001
                 value, reason = math.nan, _describe(exc)
             if not math.isfinite(value):
@@ -351,7 +395,7 @@ def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops,
                 reasons.append(f"{p}: {reason}")
             per_seed[p].append(value)
             if store is not None:
-                store.add(cand.name, k, value, reason=reason)
+                store.add(cand.name, k, value, reason=reason, signal=signal)
         del model
     scores = {p: float(np.mean(v)) if v and all(math.isfinite(s) for s in v) else math.nan
               for p, v in per_seed.items()}
@@ -362,8 +406,14 @@ def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops,
         return RankedCandidate(cand.name, "over budget", scores, spread, params, flops, reason=over,
                                seconds=time.perf_counter() - t0)
     failed = any(not math.isfinite(v) for v in scores.values())
+    signal = float(np.mean(signals)) if signals else None
+    warnings = []
+    if signal is not None and signal < LOW_SIGNAL:
+        warnings.append(f"low gradient signal: {100 * signal:.1f}% of the weights get any gradient at this "
+                        "initialisation, so GradSign sees little of the network")
     return RankedCandidate(cand.name, "failed" if failed else "ok", scores, spread, params, flops,
-                           reason="; ".join(dict.fromkeys(reasons)) or None, seconds=time.perf_counter() - t0)
+                           reason="; ".join(dict.fromkeys(reasons)) or None, seconds=time.perf_counter() - t0,
+                           per_seed=per_seed, signal=signal, warnings=warnings)
 
 
 def _describe(exc: BaseException) -> str:
@@ -381,14 +431,34 @@ def _over_budget(params, flops, max_params, max_flops) -> str | None:
     return None
 
 
-def _order(rows: list[RankedCandidate], proxies: list[str], order_by: str, top_k: int | None) -> None:
+def _order_keys(ok: list[RankedCandidate], proxies: list[str], order_by: str, size_terms: Sequence[str],
+                seed: int | None) -> list[float]:
+    """The ordering value of each candidate (mean over seeds, or under one ``seed``); higher ranks first."""
+    def values(p: str) -> list[float]:
+        if p == "params":
+            return [float(r.params) for r in ok]
+        if p == "flops":
+            return [float(r.flops) for r in ok]
+        return [r.scores[p] if seed is None else r.per_seed[p][seed] for r in ok]
+
+    terms = list(proxies) if order_by == "ensemble" else [order_by]
+    terms += [t for t in size_terms if t not in terms]
+    if len(terms) == 1:
+        return values(terms[0])
+    return list(rank_ensemble({t: values(t) for t in terms}, "log_rank")) if ok else []
+
+
+def _order(rows: list[RankedCandidate], proxies: list[str], order_by: str, top_k: int | None,
+           size_terms: Sequence[str] = ()) -> None:
     ok = [r for r in rows if r.status == "ok"]
-    if order_by == "ensemble":
-        combined = rank_ensemble({p: [r.scores[p] for r in ok] for p in proxies}, "log_rank") if ok else []
-        keys = dict(zip((r.name for r in ok), combined))
-    else:
-        keys = {r.name: r.scores[order_by] for r in ok}
+    keys = dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, size_terms, None)))
     ok.sort(key=lambda r: -keys[r.name])
+    seeds = min((len(v) for r in ok for v in r.per_seed.values()), default=0)
+    per_seed = [dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, size_terms, s)))
+                for s in range(seeds)] if seeds > 1 else []
+    for a, b in itertools.pairwise(ok):  # adjacent pair: tied when equal, or when some seed orders it the other way
+        if keys[a.name] == keys[b.name] or any(k[a.name] <= k[b.name] for k in per_seed):
+            a.tied = b.tied = True
     for i, r in enumerate(ok, start=1):
         r.rank = i
         r.kept = top_k is None or i <= top_k

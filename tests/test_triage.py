@@ -101,7 +101,7 @@ def test_order_by_ensemble(batch):
 def test_outputs(batch, tmp_path):
     ranking = rank({"a": tiny(4), "broken": BrokenCNN}, batch, ["gradsign"], seeds=2, num_classes=5, progress=False)
     rows = ranking.to_csv(tmp_path / "r.csv").read_text().splitlines()
-    assert rows[0] == "rank,name,status,kept,gradsign,gradsign_std,params,flops,seconds,reason"
+    assert rows[0] == "rank,name,status,kept,gradsign,gradsign_std,params,flops,tied,signal,warnings,seconds,reason"
     assert rows[1].startswith("1,a,ok,True,") and rows[2].startswith(",broken,failed,False,,,")
     data = json.loads(ranking.to_json(tmp_path / "r.json").read_text())
     assert data["candidates"][1]["gradsign"] is None and data["seeds"] == 2

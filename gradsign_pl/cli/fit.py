@@ -64,7 +64,9 @@ class TriageOptions:
     Args:
         proxies: registered zero-cost proxies to score with.
         order_by: proxy to rank by (default the first), or 'ensemble' (AZ-NAS log-rank sum of all proxies).
-        seeds: initialisation seeds per candidate (mean and spread reported).
+        seeds: initialisation seeds per candidate (mean and spread reported; default: the policy's).
+        policy: scoring policy: 'auto' (the authors' semantics for nb201:/zen: candidates, the validated
+            real-model policy otherwise), 'cell-space' or 'real-model' (see gradsign_pl.policy).
         top_k: train the best k ranked candidates (None: all ranked).
         max_params: skip candidates with more parameters than this.
         max_flops: skip candidates with more operations per sample than this (NB-201 convention).
@@ -73,7 +75,8 @@ class TriageOptions:
 
     proxies: list[str] = dataclasses.field(default_factory=lambda: ["gradsign", "params", "flops"])
     order_by: str | None = None
-    seeds: int = 1
+    seeds: int | None = None
+    policy: str = "auto"
     top_k: int | None = 3
     max_params: float | None = None
     max_flops: float | None = None
@@ -229,7 +232,8 @@ def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
         specs += found
         print(f"search: {len(found)} structure(s) join the candidates; best: {found[0]['name']} {found[0]['model']}")
     names = [candidate(s).name for s in specs]
-    ranking = rank(dict(zip(names, specs)), dm, triage.proxies, seeds=triage.seeds, max_params=triage.max_params,
+    ranking = rank(dict(zip(names, specs)), dm, triage.proxies, policy=triage.policy, seeds=triage.seeds,
+                   max_params=triage.max_params,
                    max_flops=triage.max_flops, top_k=triage.top_k, cache=run_dir / "scores",
                    num_classes=dm.num_classes, order_by=triage.order_by, max_samples=triage.max_samples)
     if writer:

@@ -6,7 +6,9 @@ For a mini-batch of n samples and the selected parameters k = 1..m::
 
 Each parameter contributes between 0 (its per-sample gradients disagree in sign, or are all zero) and n (all
 samples push it the same way), so ``0 <= score <= n * m``; higher predicts better trained accuracy.
-``reduction="mean"`` divides by m (a value in [0, n]).
+``reduction="mean"`` divides by m (a value in [0, n]); ``reduction="active"`` divides by the number of
+parameters with a non-zero gradient for at least one sample (a value in [0, n]), so that parameters the batch
+cannot reach at this initialisation (zero-initialised branches, dead units) do not dilute the score.
 
 Defaults follow the authors' code (``grad_conflict.py`` in cmu-catalyst/GradSign): one forward per sample with
 BatchNorm normalising that sample alone, Conv/Linear weights, sum over parameters. See
@@ -27,8 +29,8 @@ from gradsign_pl.proxies._common import LossFn, ScoringContext, check_output_and
 from gradsign_pl.proxies._registry import register_proxy
 from gradsign_pl.proxies._result import ProxyResult
 
-Reduction = Literal["sum", "mean"]
-REDUCTIONS = ("sum", "mean")
+Reduction = Literal["sum", "mean", "active"]
+REDUCTIONS = ("sum", "mean", "active")
 
 
 @dataclasses.dataclass
@@ -114,8 +116,9 @@ def gradsign(
         inputs: mini-batch of n >= 2 samples along dim 0; cast to the model's dtype and moved to its device.
         targets: n targets (class indices for the default loss).
         loss_fn: ``loss_fn(model(x_i[None]), y_i[None])`` -> the scalar loss of one sample.
-        reduction: ``"sum"`` over parameters (the paper's metric) or ``"mean"`` (divided by the number of
-            selected parameters).
+        reduction: ``"sum"`` over parameters (the paper's metric), ``"mean"`` (divided by the number of
+            selected parameters) or ``"active"`` (divided by the number of those with a non-zero gradient; 0 when
+            none has one).
         params: ``"weights"`` (Conv1d/2d/3d and Linear weights), ``"all"`` trainable parameters, or a predicate
             ``(name, parameter) -> bool``.
         bn_policy: ``"auto"``, ``"per_sample"`` or ``"batch"`` -- see :mod:`gradsign_pl.proxies._per_sample`.
@@ -143,7 +146,8 @@ def gradsign(
 
     per_layer_int = {k: int(c.abs().sum()) for k, c in counter.counts.items()}
     m = sum(c.numel() for c in counter.counts.values())
-    scale = 1.0 / m if reduction == "mean" else 1.0
+    n_active = int(sum(int(a.sum()) for a in counter.active.values()))
+    scale = {"sum": 1.0, "mean": 1.0 / m, "active": 1.0 / max(n_active, 1)}[reduction]
     reason = counter.nonfinite_reason()
     if reason is not None and strict:
         raise FloatingPointError(f"GradSign: {reason}; check the model's initialisation and inputs, or pass strict=False")
@@ -163,7 +167,7 @@ def gradsign(
         },
         per_layer={k: v * scale for k, v in per_layer_int.items()},
         reason=reason,
-        n_active_params=int(sum(int(a.sum()) for a in counter.active.values())),
+        n_active_params=n_active,
         engine=grads.engine_used or "",
         engine_reason=grads.engine_reason,
         bn_policy=prepared.bn_policy,

@@ -1,0 +1,133 @@
+"""Scoring policies: how a candidate is prepared and its scores combined before it is ranked.
+
+A zero-cost score depends on more than the proxy: the weights it is computed at, how BatchNorm normalises one
+sample, how the per-parameter values are reduced, and whether the score is combined with the model's size. A
+:class:`ScoringPolicy` names all of these, is applied identically to every candidate of a ranking, and is recorded
+with every result.
+
+Initialisation policies (``init``), applied to the model that is scored -- never to the caller's model:
+
+* ``"as_built"``: the weights the builder produced (timm / torchvision initialisation, including timm's
+  ``zero_init_last``, which sets the last BatchNorm weight of every residual block to zero).
+* ``"norm_ones"``: as built, then every normalisation layer's weight (BatchNorm, GroupNorm, LayerNorm, ...) set to
+  1. Undoes zero-initialised residual branches, whose convolutions otherwise get exactly zero gradient.
+* ``"uniform"``: every layer that has ``reset_parameters()`` (Conv, Linear, normalisation, embeddings) re-drawn
+  with PyTorch's default initialisation, so candidates from different libraries start from the same scheme.
+  Parameters outside such layers (position embeddings, class tokens, layer-scale factors) keep their values.
+
+Two policies are defined here:
+
+* :data:`CELL_SPACE_POLICY` -- the authors' semantics (as built, per-sample BatchNorm, sum over Conv/Linear
+  weights, no size term), used for NAS cell spaces (``nb201:``, ``zen:``) where they were validated.
+* :data:`REAL_MODEL_POLICY` -- the default for everything else (timm / torchvision / custom models), chosen by
+  leave-one-family-out cross-validation in ``benchmarks/triage_cifar10.py``; see ``docs/results/triage.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+InitPolicy = Literal["as_built", "norm_ones", "uniform"]
+INIT_POLICIES: tuple[str, ...] = ("as_built", "norm_ones", "uniform")
+SIZE_TERMS: tuple[str, ...] = ("params", "flops")
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def apply_init_policy(model: nn.Module, init: str) -> nn.Module:
+    """Re-initialise ``model`` in place according to ``init`` (see the module docstring) and return it.
+
+    Only call this on a model you own (a fresh build or a private copy). ``"uniform"`` draws from the global
+    torch RNG; seed it (or wrap the call in :func:`gradsign_pl.proxies._common.isolated_rng`) for a
+    reproducible draw.
+    """
+    if init not in INIT_POLICIES:
+        raise ValueError(f"init must be one of {INIT_POLICIES}, got {init!r}")
+    if init == "as_built":
+        return model
+    with torch.no_grad():
+        for module in model.modules():
+            if init == "uniform" and callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+            elif isinstance(module, _NORMS) and getattr(module, "weight", None) is not None:
+                module.weight.fill_(1.0)
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringPolicy:
+    """One named way to score and order candidates.
+
+    Attributes:
+        name: short label recorded with results (``"cell-space"``, ``"real-model"``, or your own).
+        init: initialisation policy, one of :data:`INIT_POLICIES`.
+        proxy_options: extra keyword options per proxy, e.g. ``{"gradsign": {"bn_policy": "batch"}}``.
+        size_terms: size measures (``"params"``, ``"flops"``) whose ranks are summed with the proxy's by the
+            log-rank ensemble when ordering; empty = order by the proxy alone.
+        seeds: initialisation seeds averaged per candidate unless the caller asks for another number.
+    """
+
+    name: str
+    init: str = "as_built"
+    proxy_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    size_terms: Sequence[str] = ()
+    seeds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.init not in INIT_POLICIES:
+            raise ValueError(f"ScoringPolicy.init must be one of {INIT_POLICIES}, got {self.init!r}")
+        if isinstance(self.size_terms, str):
+            object.__setattr__(self, "size_terms", (self.size_terms,))
+        bad = [t for t in self.size_terms if t not in SIZE_TERMS]
+        if bad:
+            raise ValueError(f"ScoringPolicy.size_terms may hold {SIZE_TERMS}, got {bad}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"ScoringPolicy.seeds must be >= 1, got {self.seeds}")
+        object.__setattr__(self, "size_terms", tuple(self.size_terms))
+        object.__setattr__(self, "proxy_options", {k: dict(v) for k, v in self.proxy_options.items()})
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.describe(), sort_keys=True, default=str))
+
+    def options_for(self, proxy: str) -> dict[str, Any]:
+        """The keyword options this policy passes to ``proxy``."""
+        return dict(self.proxy_options.get(proxy, {}))
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready record of the policy (stored with rankings, caches and callback results)."""
+        return {"name": self.name, "init": self.init, "proxy_options": copy.deepcopy(dict(self.proxy_options)),
+                "size_terms": list(self.size_terms), "seeds": self.seeds}
+
+    def summary(self) -> str:
+        """One line for people: ``real-model: init=norm_ones, gradsign(bn_policy=batch) + params``."""
+        opts = "; ".join(f"{p}({', '.join(f'{k}={v}' for k, v in o.items())})" for p, o in self.proxy_options.items())
+        size = f" + rank of {' + '.join(self.size_terms)}" if self.size_terms else ""
+        seeds = f", mean of {self.seeds} seeds" if self.seeds > 1 else ""
+        return f"{self.name}: init={self.init}" + (f", {opts}" if opts else "") + size + seeds
+
+
+CELL_SPACE_POLICY = ScoringPolicy("cell-space")
+REAL_MODEL_POLICY = ScoringPolicy("real-model")
+
+
+def resolve_policy(policy: ScoringPolicy | str | None, cell_space_only: bool) -> ScoringPolicy:
+    """``policy`` as a :class:`ScoringPolicy`: ``None``/``"auto"`` picks by the candidates' kind.
+
+    ``"auto"`` gives :data:`CELL_SPACE_POLICY` when every candidate comes from a NAS cell space (``nb201:``,
+    ``zen:``) and :data:`REAL_MODEL_POLICY` otherwise, so one ranking never mixes policies.
+    """
+    if isinstance(policy, ScoringPolicy):
+        return policy
+    if policy in (None, "auto"):
+        return CELL_SPACE_POLICY if cell_space_only else REAL_MODEL_POLICY
+    named = {"cell-space": CELL_SPACE_POLICY, "real-model": REAL_MODEL_POLICY}
+    if policy in named:
+        return named[policy]
+    raise ValueError(f"policy must be 'auto', 'cell-space', 'real-model' or a ScoringPolicy, got {policy!r}")
