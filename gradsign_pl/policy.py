@@ -106,7 +106,7 @@ class ScoringPolicy:
                 "size_terms": list(self.size_terms), "seeds": self.seeds}
 
     def summary(self) -> str:
-        """One line for people: ``real-model: init=norm_ones, gradsign(bn_policy=batch) + params``."""
+        """One line for people: ``real-model: init=norm_ones, gradsign(bn_policy=batch) + rank of params``."""
         opts = "; ".join(f"{p}({', '.join(f'{k}={v}' for k, v in o.items())})" for p, o in self.proxy_options.items())
         size = f" + rank of {' + '.join(self.size_terms)}" if self.size_terms else ""
         seeds = f", mean of {self.seeds} seeds" if self.seeds > 1 else ""

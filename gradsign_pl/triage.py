@@ -158,8 +158,10 @@ class Ranking:
         order = self.order_by + "".join(f" + {t}" for t in size if t != self.order_by)
         table = Table(title=f"Ranking by {order} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
                             f"batch {self.batch['shape']})",
-                      caption=f"policy {self.policy.get('summary', '')}; '=' marks a tie: the order flips between "
-                              "seeds" if self.policy else None)
+                      caption=f"policy {self.policy.get('summary', '')}; '=' marks a tie: "
+                              + ("equal scores, or an order that flips between seeds" if self.seeds > 1
+                                 else "equal scores (score several seeds to see which orders are stable)")
+                      if self.policy else None)
         shown = [p for p in self.proxies if p not in SIZE_KEYS]  # params / flops have their own columns
         table.add_column("#", justify="right")
         table.add_column("candidate", no_wrap=True)
@@ -315,7 +317,9 @@ def rank(
     if duplicates:
         raise ValueError(f"candidate names must be unique, repeated: {duplicates}; give them names with a mapping")
     scoring = resolve_policy(policy, cell_space_only=bool(cands) and all(c.is_cell_space for c in cands))
-    seeds = scoring.seeds if seeds is None else seeds
+    if seeds is not None:
+        scoring = dataclasses.replace(scoring, seeds=seeds)
+    seeds = scoring.seeds
 
     x, y = first_batch(batch_or_datamodule, max_samples=max_samples)
     classes = _num_classes(batch_or_datamodule, y, num_classes)
@@ -338,7 +342,7 @@ def rank(
     _order(rows, proxies, order_by, top_k, scoring.size_terms)
     return Ranking(rows, proxies, order_by, seeds, {"fingerprint": fingerprint, "shape": list(x.shape),
                                                      "num_classes": classes},
-                   {**scoring.describe(), "seeds": seeds, "summary": scoring.summary()})
+                   {**scoring.describe(), "summary": scoring.summary()})
 
 
 def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store, policy):
