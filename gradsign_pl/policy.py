@@ -36,7 +36,7 @@ from torch import nn
 
 InitPolicy = Literal["as_built", "norm_ones", "uniform"]
 INIT_POLICIES: tuple[str, ...] = ("as_built", "norm_ones", "uniform")
-SIZE_TERMS: tuple[str, ...] = ("params", "flops")
+ORDER_TERMS: tuple[str, ...] = ("proxy", "params", "flops")
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -69,28 +69,30 @@ class ScoringPolicy:
         name: short label recorded with results (``"cell-space"``, ``"real-model"``, or your own).
         init: initialisation policy, one of :data:`INIT_POLICIES`.
         proxy_options: extra keyword options per proxy, e.g. ``{"gradsign": {"bn_policy": "batch"}}``.
-        size_terms: size measures (``"params"``, ``"flops"``) whose ranks are summed with the proxy's by the
-            log-rank ensemble when ordering; empty = order by the proxy alone.
+        order_terms: what the order follows: ``"proxy"`` (the ranking's ordering proxy), ``"params"``,
+            ``"flops"``; two or more are combined by the log-rank sum (AZ-NAS). ``("proxy",)`` orders by the
+            proxy alone; ``("params",)`` orders by size, with the proxies still scored and shown.
         seeds: initialisation seeds averaged per candidate unless the caller asks for another number.
     """
 
     name: str
     init: str = "as_built"
     proxy_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-    size_terms: Sequence[str] = ()
+    order_terms: Sequence[str] = ("proxy",)
     seeds: int = 1
 
     def __post_init__(self) -> None:
         if self.init not in INIT_POLICIES:
             raise ValueError(f"ScoringPolicy.init must be one of {INIT_POLICIES}, got {self.init!r}")
-        if isinstance(self.size_terms, str):
-            object.__setattr__(self, "size_terms", (self.size_terms,))
-        bad = [t for t in self.size_terms if t not in SIZE_TERMS]
-        if bad:
-            raise ValueError(f"ScoringPolicy.size_terms may hold {SIZE_TERMS}, got {bad}")
+        if isinstance(self.order_terms, str):
+            object.__setattr__(self, "order_terms", (self.order_terms,))
+        bad = [t for t in self.order_terms if t not in ORDER_TERMS]
+        if bad or not self.order_terms or len(set(self.order_terms)) != len(self.order_terms):
+            raise ValueError(f"ScoringPolicy.order_terms must name distinct terms among {ORDER_TERMS}, "
+                             f"got {list(self.order_terms)}")
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"ScoringPolicy.seeds must be >= 1, got {self.seeds}")
-        object.__setattr__(self, "size_terms", tuple(self.size_terms))
+        object.__setattr__(self, "order_terms", tuple(self.order_terms))
         object.__setattr__(self, "proxy_options", {k: dict(v) for k, v in self.proxy_options.items()})
 
     def __hash__(self) -> int:
@@ -103,14 +105,14 @@ class ScoringPolicy:
     def describe(self) -> dict[str, Any]:
         """A JSON-ready record of the policy (stored with rankings, caches and callback results)."""
         return {"name": self.name, "init": self.init, "proxy_options": copy.deepcopy(dict(self.proxy_options)),
-                "size_terms": list(self.size_terms), "seeds": self.seeds}
+                "order_terms": list(self.order_terms), "seeds": self.seeds}
 
     def summary(self) -> str:
-        """One line for people: ``real-model: init=norm_ones, gradsign(bn_policy=batch) + rank of params``."""
+        """One line for people: ``real-model: init=norm_ones, gradsign(bn_policy=batch), ordered by proxy + params``."""
         opts = "; ".join(f"{p}({', '.join(f'{k}={v}' for k, v in o.items())})" for p, o in self.proxy_options.items())
-        size = f" + rank of {' + '.join(self.size_terms)}" if self.size_terms else ""
+        order = "" if self.order_terms == ("proxy",) else f", ordered by {' + '.join(self.order_terms)}"
         seeds = f", mean of {self.seeds} seeds" if self.seeds > 1 else ""
-        return f"{self.name}: init={self.init}" + (f", {opts}" if opts else "") + size + seeds
+        return f"{self.name}: init={self.init}" + (f", {opts}" if opts else "") + order + seeds
 
 
 CELL_SPACE_POLICY = ScoringPolicy("cell-space")

@@ -154,8 +154,8 @@ class Ranking:
     def __rich__(self) -> Any:
         from rich.table import Table
 
-        size = self.policy.get("size_terms") or []
-        order = self.order_by + "".join(f" + {t}" for t in size if t != self.order_by)
+        terms = self.policy.get("order_terms") or ["proxy"]
+        order = " + ".join(self.order_by if t == "proxy" else t for t in terms)
         table = Table(title=f"Ranking by {order} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
                             f"batch {self.batch['shape']})",
                       caption=f"policy {self.policy.get('summary', '')}; '=' marks a tie: "
@@ -291,7 +291,8 @@ def rank(
         cache: directory for the resumable score cache.
         num_classes: classes of the task (default: ``batch_or_datamodule.num_classes``).
         order_by: proxy to order by (default: the first), or ``"ensemble"`` for the AZ-NAS log-rank sum of all;
-            the policy's size terms (params, FLOPs) join the log-rank sum.
+            the policy's ``order_terms`` say whether it is used and which size terms (params, FLOPs) join it
+            in a log-rank sum.
         loss_fn: loss for the gradient proxies; max_samples: truncate the batch.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
     """
@@ -339,7 +340,7 @@ def rank(
                                      scoring))
         bar.advance()
     bar.close()
-    _order(rows, proxies, order_by, top_k, scoring.size_terms)
+    _order(rows, proxies, order_by, top_k, scoring.order_terms)
     return Ranking(rows, proxies, order_by, seeds, {"fingerprint": fingerprint, "shape": list(x.shape),
                                                      "num_classes": classes},
                    {**scoring.describe(), "summary": scoring.summary()})
@@ -435,7 +436,7 @@ def _over_budget(params, flops, max_params, max_flops) -> str | None:
     return None
 
 
-def _order_keys(ok: list[RankedCandidate], proxies: list[str], order_by: str, size_terms: Sequence[str],
+def _order_keys(ok: list[RankedCandidate], proxies: list[str], order_by: str, order_terms: Sequence[str],
                 seed: int | None) -> list[float]:
     """The ordering value of each candidate (mean over seeds, or under one ``seed``); higher ranks first."""
     def values(p: str) -> list[float]:
@@ -445,20 +446,20 @@ def _order_keys(ok: list[RankedCandidate], proxies: list[str], order_by: str, si
             return [float(r.flops) for r in ok]
         return [r.scores[p] if seed is None else r.per_seed[p][seed] for r in ok]
 
-    terms = list(proxies) if order_by == "ensemble" else [order_by]
-    terms += [t for t in size_terms if t not in terms]
+    terms = (list(proxies) if order_by == "ensemble" else [order_by]) if "proxy" in order_terms else []
+    terms += [t for t in order_terms if t != "proxy" and t not in terms]
     if len(terms) == 1:
         return values(terms[0])
     return list(rank_ensemble({t: values(t) for t in terms}, "log_rank")) if ok else []
 
 
 def _order(rows: list[RankedCandidate], proxies: list[str], order_by: str, top_k: int | None,
-           size_terms: Sequence[str] = ()) -> None:
+           order_terms: Sequence[str] = ("proxy",)) -> None:
     ok = [r for r in rows if r.status == "ok"]
-    keys = dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, size_terms, None)))
+    keys = dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, order_terms, None)))
     ok.sort(key=lambda r: -keys[r.name])
     seeds = min((len(v) for r in ok for v in r.per_seed.values()), default=0)
-    per_seed = [dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, size_terms, s)))
+    per_seed = [dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, order_terms, s)))
                 for s in range(seeds)] if seeds > 1 else []
     for a, b in itertools.pairwise(ok):  # adjacent pair: tied when equal, or when some seed orders it the other way
         if keys[a.name] == keys[b.name] or any(k[a.name] <= k[b.name] for k in per_seed):

@@ -171,7 +171,7 @@ def test_unknown_init_names_the_choices(init):
 
 def test_defaults():
     p = ScoringPolicy("mine")
-    assert p.init == "as_built" and p.proxy_options == {} and p.size_terms == ()
+    assert p.init == "as_built" and p.proxy_options == {} and p.order_terms == ("proxy",)
     assert p.options_for("gradsign") == {}
 
 
@@ -181,16 +181,16 @@ def test_bad_init(init):
         ScoringPolicy("x", init=init)
 
 
-@pytest.mark.parametrize("size_terms", [("params", "latency"), ["macs"]])
-def test_bad_size_terms(size_terms):
-    with pytest.raises(ValueError, match=r"size_terms may hold .*params.*flops"):
-        ScoringPolicy("x", size_terms=size_terms)
+@pytest.mark.parametrize("order_terms", [("params", "latency"), ["macs"], (), ("params", "params")])
+def test_bad_order_terms(order_terms):
+    with pytest.raises(ValueError, match=r"order_terms must name distinct terms among .*proxy.*params.*flops"):
+        ScoringPolicy("x", order_terms=order_terms)
 
 
-def test_size_terms_become_a_tuple_and_options_are_copied():
+def test_order_terms_become_a_tuple_and_options_are_copied():
     options = {"gradsign": {"bn_policy": "batch"}}
-    p = ScoringPolicy("x", init="norm_ones", proxy_options=options, size_terms=["params", "flops"])
-    assert p.size_terms == ("params", "flops")
+    p = ScoringPolicy("x", init="norm_ones", proxy_options=options, order_terms=["params", "flops"])
+    assert p.order_terms == ("params", "flops")
     options["gradsign"]["bn_policy"] = "per_sample"  # the caller's dict is not shared
     assert p.options_for("gradsign") == {"bn_policy": "batch"}
     got = p.options_for("gradsign")
@@ -201,14 +201,14 @@ def test_size_terms_become_a_tuple_and_options_are_copied():
 
 def test_describe_is_json_and_round_trips():
     p = ScoringPolicy("real", init="uniform", proxy_options={"gradsign": {"bn_policy": "batch", "reduction": "active"}},
-                      size_terms=("params",))
+                      order_terms=("proxy", "params"))
     record = p.describe()
     assert set(record) == {f.name for f in dataclasses.fields(ScoringPolicy)}
     text = json.dumps(record)
     back = json.loads(text)
     assert back["name"] == "real" and back["init"] == "uniform"
     assert back["proxy_options"] == {"gradsign": {"bn_policy": "batch", "reduction": "active"}}
-    assert back["size_terms"] == ["params"]
+    assert back["order_terms"] == ["proxy", "params"]
     assert ScoringPolicy(**back) == p
 
 
@@ -216,7 +216,7 @@ def test_summary_is_one_line_with_the_init():
     plain = ScoringPolicy("plain").summary()
     assert plain == "plain: init=as_built"
     full = ScoringPolicy("real", init="norm_ones", proxy_options={"gradsign": {"bn_policy": "batch"}},
-                         size_terms=("params", "flops")).summary()
+                         order_terms=("proxy", "params", "flops")).summary()
     assert "\n" not in full
     assert full.startswith("real: init=norm_ones")
     assert "gradsign(bn_policy=batch)" in full and "params" in full and "flops" in full
@@ -241,7 +241,7 @@ def test_resolve_by_name_and_pass_through():
 
 def test_cell_space_policy_is_the_authors_semantics():
     p = policy_module.CELL_SPACE_POLICY
-    assert (p.init, p.proxy_options, p.size_terms) == ("as_built", {}, ())
+    assert (p.init, p.proxy_options, p.order_terms) == ("as_built", {}, ("proxy",))
 
 
 @pytest.mark.parametrize("name", ["real_model", "Auto", "", "best"])
@@ -339,9 +339,9 @@ def test_unknown_reduction_names_active():
 
 
 def test_policy_is_hashable_and_describe_is_a_copy():
-    a = ScoringPolicy("x", proxy_options={"gradsign": {"bn_policy": "batch"}}, size_terms="params")
-    b = ScoringPolicy("x", proxy_options={"gradsign": {"bn_policy": "batch"}}, size_terms=("params",))
-    assert a == b and hash(a) == hash(b) and a.size_terms == ("params",)
+    a = ScoringPolicy("x", proxy_options={"gradsign": {"bn_policy": "batch"}}, order_terms="params")
+    b = ScoringPolicy("x", proxy_options={"gradsign": {"bn_policy": "batch"}}, order_terms=("params",))
+    assert a == b and hash(a) == hash(b) and a.order_terms == ("params",)
     record = a.describe()
     record["proxy_options"]["gradsign"]["bn_policy"] = "per_sample"
     assert a.options_for("gradsign") == {"bn_policy": "batch"}

@@ -94,14 +94,14 @@ def batch():
 
 def test_rank_records_the_policy_in_the_ranking_json_csv_and_table(batch, tmp_path):
     policy = ScoringPolicy("mine", init="norm_ones", proxy_options={"gradsign": {"reduction": "mean"}},
-                           size_terms=("params",), seeds=2)
+                           order_terms=("proxy", "params"), seeds=2)
     ranking = run({"z": zero_residual, "w4": tiny(4)}, batch, policy=policy)
-    assert set(ranking.policy) == {"name", "init", "proxy_options", "size_terms", "seeds", "summary"}
+    assert set(ranking.policy) == {"name", "init", "proxy_options", "order_terms", "seeds", "summary"}
     assert ranking.policy == {**policy.describe(), "summary": policy.summary()}
     assert ranking.policy["name"] == "mine" and ranking.policy["init"] == "norm_ones"
     assert ranking.policy["proxy_options"] == {"gradsign": {"reduction": "mean"}}
-    assert ranking.policy["size_terms"] == ["params"] and ranking.policy["seeds"] == 2 == ranking.seeds
-    assert ranking.policy["summary"] == "mine: init=norm_ones, gradsign(reduction=mean) + rank of params, mean of 2 seeds"
+    assert ranking.policy["order_terms"] == ["proxy", "params"] and ranking.policy["seeds"] == 2 == ranking.seeds
+    assert ranking.policy["summary"] == "mine: init=norm_ones, gradsign(reduction=mean), ordered by proxy + params, mean of 2 seeds"
 
     data = json.loads(ranking.to_json(tmp_path / "r.json").read_text())
     assert data["policy"] == ranking.policy
@@ -208,10 +208,10 @@ def test_proxy_options_reach_the_proxy(batch):
         assert mean[name].scores["gradsign"] == expected_gradsign(factory, batch, "as_built", reduction="mean").score
 
 
-def test_size_terms_join_the_log_rank_ordering(batch):
+def test_order_terms_join_the_log_rank_ordering(batch):
     cands = {"w4": tiny(4), "z": zero_residual, "w6": tiny(6)}
     plain = run(cands, batch)
-    ranking = run(cands, batch, policy=ScoringPolicy("s", size_terms=("params",)))
+    ranking = run(cands, batch, policy=ScoringPolicy("s", order_terms=("proxy", "params")))
     assert ranking.order_by == "gradsign"
     names = list(cands)
     g = [ranking[n].scores["gradsign"] for n in names]
@@ -364,3 +364,15 @@ def test_callback_auto_policy_follows_the_module(batch, tmp_path):
     cb = GradSignCallback(("params",))
     fit(Wrapped(TinyCNN(CLASSES, 3, 2)), batch, cb, tmp_path)
     assert cb.results["params"]["options"]["policy"]["name"] == "real-model"
+
+
+def test_order_terms_without_the_proxy_order_by_size_and_still_show_the_proxy(batch):
+    cands = {"w4": tiny(4), "z": zero_residual, "w6": tiny(6)}
+    ranking = run(cands, batch, policy=ScoringPolicy("size", order_terms=("params",)))
+    assert [r.name for r in ranking.rows] == sorted(cands, key=lambda n: -ranking[n].params)
+    assert all(math.isfinite(r.scores["gradsign"]) for r in ranking.rows)
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(ranking)
+    assert "Ranking by params" in console.export_text()
