@@ -95,11 +95,38 @@ def scopes(pol: dict[str, np.ndarray]) -> dict[str, list[str]]:
         "FLOPs only": ["flops"],
         "GradSign as the authors ran it": ["gradsign init=as_built bn=auto red=sum"],
         "GradSign, any option": [p for p in singles if p.startswith("gradsign")],
+        "GradSign options rank() runs, alone (the GradSign column's scope)":
+            [p for p in singles if gs_shippable(p)],
         "any single proxy and option (incl. params, FLOPs)": singles,
         "GradSign options rank() runs, with or without params/FLOPs (the default's scope)":
             ["params", "flops", "params + flops"] + [p for p in pol if gs_shippable(p)],
         "everything (any proxy or option, with or without params/FLOPs)": list(pol),
     }
+
+
+def policy_code(label: str) -> str:
+    """The :class:`~gradsign_pl.policy.ScoringPolicy` that makes rank() order as the policy ``label`` does."""
+    terms = [t.strip() for t in label.split(" + ")]
+    head, sizes = (terms[0], terms[1:]) if terms[0].startswith("gradsign") else (None, terms)
+    order = (["proxy"] if head else []) + sizes
+    if head is None:
+        return f'ScoringPolicy("real-model", order_terms={tuple(order)!r})'
+    opts = dict(part.split("=") for part in head.split()[1:])
+    return (f'ScoringPolicy("real-model", init={opts["init"]!r}, proxy_options={{"gradsign": {{"bn_policy": '
+            f'{opts["bn"]!r}, "reduction": {opts["red"]!r}}}}}, order_terms={tuple(order)!r}, '
+            f'seeds={int(opts.get("seeds", 1))})')
+
+
+def pair_tau(values: np.ndarray, acc: np.ndarray, keep) -> tuple[float, int]:
+    """Kendall tau-b over the pairs ``(i, j)`` for which ``keep(i, j)`` holds, and the number of such pairs."""
+    num = n_s = n_a = pairs = 0
+    for i in range(len(acc)):
+        for j in range(i + 1, len(acc)):
+            if not keep(i, j):
+                continue
+            ds, da = np.sign(values[i] - values[j]), np.sign(acc[i] - acc[j])
+            num, n_s, n_a, pairs = num + ds * da, n_s + (ds != 0), n_a + (da != 0), pairs + 1
+    return (float(num / math.sqrt(n_s * n_a)) if n_s and n_a else math.nan), pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     noise = _accuracy_noise(acc_by_seed, names)
     default_scope = "GradSign options rank() runs, with or without params/FLOPs (the default's scope)"
     chosen = cv[default_scope]["chosen_all"]
+    shown_gradsign = cv["GradSign options rank() runs, alone (the GradSign column's scope)"]["chosen_all"]
+    size = finite["params"]
+    kinds = {"same family": lambda i, j: families[i] == families[j],
+             "different families": lambda i, j: families[i] != families[j],
+             "sizes within 2x": lambda i, j: max(size[i], size[j]) <= 2 * min(size[i], size[j]),
+             "sizes over 2x apart": lambda i, j: max(size[i], size[j]) > 2 * min(size[i], size[j])}
+    pairs = {label: {kind: pair_tau(finite[label], acc, keep) for kind, keep in kinds.items()}
+             for label in dict.fromkeys(["params", "gradsign init=as_built bn=auto red=sum", shown_gradsign, chosen])}
 
     out = run if args.quick else ROOT / "docs" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                "test_acc": [trained[(n, s)]["test_acc"] for s in seeds]} for n in names},
                "excluded_models": sorted(set(models) - set(names)), "dropped_policies": dropped,
                "accuracy_noise": noise, "cross_validation": cv, "default_scope": default_scope,
-               "chosen_default": chosen, "policies": rows}
+               "chosen_default": chosen, "chosen_default_code": policy_code(chosen),
+               "best_gradsign_alone": shown_gradsign, "pair_tau": pairs, "policies": rows}
     (out / "triage.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
     with open(out / "triage_policies.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["policy", "tau", "rho", "tau_seed_std"])
@@ -161,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(sorted(rows, key=lambda r: -r["tau"]))
     _plot(out / "triage.png", names, families, acc, finite, chosen, cv)
     md = _markdown(args, schedule, seeds, names, families, acc_by_seed, acc, finite, by_label, cv, noise, chosen,
-                   default_scope, trained, store, dropped)
+                   default_scope, store, dropped, pairs)
     (out / "triage.md").write_text(md)
     print(md)
     return 0
@@ -181,7 +217,7 @@ def _f(x) -> str:
 
 
 def _markdown(args, schedule, seeds, names, families, acc_by_seed, acc, pol, by_label, cv, noise, chosen,
-              default_scope, trained, store, dropped) -> str:
+              default_scope, store, dropped, pairs) -> str:
     params_tau = by_label["params"]["tau"]
     d = cv[default_scope]
     md = ["# Real-model triage on CIFAR-10: scoring policies against #params", "",
@@ -213,6 +249,13 @@ def _markdown(args, schedule, seeds, names, families, acc_by_seed, acc, pol, by_
     md += ["", f"**Default for real models: `{chosen}`.** Chosen on all families within the scope rank() can run; "
            f"its choice procedure has cross-validated Kendall tau {d['tau_cv']:.3f} against {params_tau:.3f} for "
            f"#params alone, a difference of {gap:+.3f}, which {verdict} the target of +0.15.", ""]
+    md += ["In code: `" + policy_code(chosen) + "`.", ""]
+    kinds = list(next(iter(pairs.values())))
+    md += ["Where an order can be trusted: Kendall tau over subsets of the pairs of models (number of pairs in "
+           "brackets).", "", "| policy | " + " | ".join(kinds) + " |", "| --- |" + " ---: |" * len(kinds)]
+    for label, by_kind in pairs.items():
+        md.append(f"| `{label}` | " + " | ".join(f"{_f(t)} ({n})" for t, n in by_kind.values()) + " |")
+    md.append("")
     fam_rows = [f"| {f} | `{p}` |" for f, p in d["chosen_per_family"].items()]
     md += ["Policy chosen with each family held out (default's scope):", "", "| held-out family | chosen |",
            "| --- | --- |", *fam_rows, ""]

@@ -69,6 +69,8 @@ def tiny(width):
 
 
 def run(cands, batch, proxies=("gradsign",), **kwargs):
+    """rank() with the authors' semantics unless the test passes its own policy (the mechanics are under test)."""
+    kwargs.setdefault("policy", "cell-space")
     return rank(cands, batch, list(proxies), num_classes=CLASSES, device="cpu", progress=False, **kwargs)
 
 
@@ -144,15 +146,16 @@ def test_auto_picks_the_cell_space_policy_only_when_every_candidate_is_from_a_ce
     class_path = {"class_path": "tests.models.TinyCNN", "init_args": {"width": 2}}
     assert candidate(class_path).kind == "class_path"
 
-    zen_only = run({"a": ZEN, "b": ZEN_SMALL}, batch, ["params"])
+    zen_only = run({"a": ZEN, "b": ZEN_SMALL}, batch, ["params"], policy="auto")
     assert zen_only.policy["name"] == CELL_SPACE_POLICY.name == "cell-space"
     assert all(r.status == "ok" for r in zen_only.rows)
     assert run({"a": ZEN, "b": ZEN_SMALL}, batch, ["params"], policy=None).policy["name"] == "cell-space"
-    real = run({"f": tiny(4), "timm": "timm:resnet18", "cp": class_path}, batch, ["params"])
+    real = run({"f": tiny(4), "timm": "timm:resnet18", "cp": class_path}, batch, ["params"], policy="auto")
     assert real.policy["name"] == REAL_MODEL_POLICY.name == "real-model"
     assert all(r.status == "ok" for r in real.rows)
-    mixed = run({"zen": ZEN, "f": tiny(4)}, batch, ["params"])
+    mixed = run({"zen": ZEN, "f": tiny(4)}, batch, ["params"], policy="auto")
     assert mixed.policy["name"] == "real-model"
+    assert real.seeds == REAL_MODEL_POLICY.seeds and zen_only.seeds == CELL_SPACE_POLICY.seeds
 
 
 def test_explicit_policies_and_an_unknown_name(batch):
@@ -376,3 +379,14 @@ def test_order_terms_without_the_proxy_order_by_size_and_still_show_the_proxy(ba
     console = Console(record=True, width=200)
     console.print(ranking)
     assert "Ranking by params" in console.export_text()
+
+
+def test_the_shipped_real_model_default_orders_by_params_and_shows_gradsign(batch):
+    # docs/results/triage.md: on held-out families no GradSign option beat #params, so the default orders by size
+    cands = {"w4": tiny(4), "w8": tiny(8), "z": zero_residual}
+    ranking = run(cands, batch, policy="auto")
+    assert ranking.policy["order_terms"] == list(REAL_MODEL_POLICY.order_terms) == ["params"]
+    assert [r.name for r in ranking.rows] == sorted(cands, key=lambda n: -ranking[n].params)
+    assert all(len(r.per_seed["gradsign"]) == REAL_MODEL_POLICY.seeds for r in ranking.rows)
+    assert ranking["z"].scores["gradsign"] == pytest.approx(
+        sum(expected_gradsign(zero_residual, batch, "uniform", seed=s).score for s in range(3)) / 3, rel=1e-12)

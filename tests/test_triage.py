@@ -40,7 +40,7 @@ def test_ranks_by_the_first_proxy_keeps_top_k_and_isolates_failures(batch):
     cands = {"w4": tiny(4), "w16": tiny(16), "w8": tiny(8), "broken": BrokenCNN, "nan": nan_model,
              "wrong": "timm:resnet18"}
     cands["wrong"] = {"class_path": "tests.models.TinyCNN", "init_args": {"width": 2}}
-    ranking = rank(cands, batch, ["params", "gradsign"], top_k=2, num_classes=5, progress=False)
+    ranking = rank(cands, batch, ["params", "gradsign"], top_k=2, num_classes=5, progress=False, policy="cell-space")
     assert [r.name for r in ranking.rows[:4]] == ["w16", "w8", "w4", "wrong"]
     assert [r.rank for r in ranking.rows[:4]] == [1, 2, 3, 4]
     assert [r.name for r in ranking.kept] == ["w16", "w8"]
@@ -59,7 +59,8 @@ def test_ranks_by_the_first_proxy_keeps_top_k_and_isolates_failures(batch):
 
 def test_budgets_and_seeds(batch):
     cands = {"w4": tiny(4), "w32": tiny(32)}
-    ranking = rank(cands, batch, ["gradsign"], seeds=3, max_params=1000, num_classes=5, progress=False)
+    ranking = rank(cands, batch, ["gradsign"], seeds=3, max_params=1000, num_classes=5, progress=False,
+                   policy="cell-space")
     assert ranking["w32"].status == "over budget" and "max_params" in ranking["w32"].reason
     assert ranking["w4"].kept and ranking["w4"].spread["gradsign"] > 0
     seeds = []
