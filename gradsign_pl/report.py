@@ -38,9 +38,16 @@ def agreement(ranking: Ranking, trained: Sequence[dict[str, Any]]) -> dict[str, 
         for t in done:
             row = ranking[t["name"]]
             values.append(float(row.scores[key]) if key in row.scores else float(getattr(row, key) or math.nan))
-        rho, tau, n = rank_correlation(values, acc) if len(done) >= 3 else (math.nan, math.nan, len(done))
-        out[key] = {"spearman": None if math.isnan(rho) else rho, "kendall": None if math.isnan(tau) else tau, "n": n}
+        out[key] = _agreement(values, acc)
+    if ranking.order_description not in out:  # a combined order (e.g. gradsign + params): rank 1 = best
+        out[f"the ranking ({ranking.order_description})"] = _agreement(
+            [-float(ranking[t["name"]].rank or math.nan) for t in done], acc)
     return out
+
+
+def _agreement(values: list[float], acc: list[float]) -> dict[str, float | int | None]:
+    rho, tau, n = rank_correlation(values, acc) if len(acc) >= 3 else (math.nan, math.nan, len(acc))
+    return {"spearman": None if math.isnan(rho) else rho, "kendall": None if math.isnan(tau) else tau, "n": n}
 
 
 def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], *, command: str,
@@ -112,7 +119,7 @@ def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, comm
     lines = ["# gradsign-fit report", "", f"Command: `{command}`", "",
              f"Scoring batch: {ranking.batch['shape']} ({ranking.batch['num_classes']} classes, fingerprint "
              f"`{ranking.batch['fingerprint']}`); proxies: {', '.join(ranking.proxies)}; ordered by "
-             f"{ranking.order_by}; {ranking.seeds} initialisation seed(s).", "",
+             f"{ranking.order_description}; {ranking.seeds} initialisation seed(s).", "",
              f"Scoring policy: {ranking.policy.get('summary', 'not recorded')}. A rank marked `=` is a tie: the "
              "order of that candidate and its neighbour flips between seeds (or their scores are equal).", "",
              "## Ranking at initialisation", ""]

@@ -101,6 +101,12 @@ class Ranking:
     policy: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
+    def order_description(self) -> str:
+        """What the order follows, e.g. ``"gradsign"``, ``"params"`` or ``"gradsign + params"`` (log-rank sum)."""
+        terms = self.policy.get("order_terms") or ["proxy"]
+        return " + ".join(self.order_by if t == "proxy" else t for t in terms)
+
+    @property
     def kept(self) -> list[RankedCandidate]:
         """The candidates kept (best first)."""
         return [r for r in self.rows if r.kept]
@@ -154,9 +160,7 @@ class Ranking:
     def __rich__(self) -> Any:
         from rich.table import Table
 
-        terms = self.policy.get("order_terms") or ["proxy"]
-        order = " + ".join(self.order_by if t == "proxy" else t for t in terms)
-        table = Table(title=f"Ranking by {order} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
+        table = Table(title=f"Ranking by {self.order_description} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
                             f"batch {self.batch['shape']})",
                       caption=f"policy {self.policy.get('summary', '')}; '=' marks a tie: "
                               + ("equal scores, or an order that flips between seeds" if self.seeds > 1

@@ -390,3 +390,18 @@ def test_the_shipped_real_model_default_orders_by_params_and_shows_gradsign(batc
     assert all(len(r.per_seed["gradsign"]) == REAL_MODEL_POLICY.seeds for r in ranking.rows)
     assert ranking["z"].scores["gradsign"] == pytest.approx(
         sum(expected_gradsign(zero_residual, batch, "uniform", seed=s).score for s in range(3)) / 3, rel=1e-12)
+
+
+def test_the_report_judges_a_combined_order_by_its_ranks(batch):
+    from gradsign_pl.report import agreement
+
+    cands = {"w4": tiny(4), "w6": tiny(6), "w8": tiny(8)}
+    ranking = run(cands, batch, policy=ScoringPolicy("s", order_terms=("proxy", "params")))
+    assert ranking.order_description == "gradsign + params"
+    by_rank = [r.name for r in ranking.rows]
+    trained = [{"name": n, "status": "trained", "test_acc": acc} for n, acc in zip(by_rank, (0.9, 0.5, 0.1))]
+    stats = agreement(ranking, trained)
+    assert stats["the ranking (gradsign + params)"] == {"spearman": pytest.approx(1.0, abs=1e-5), "kendall": pytest.approx(1.0, abs=1e-5),
+                                                         "n": 3}
+    plain = agreement(run(cands, batch, policy=ScoringPolicy("p", order_terms=("params",))), trained)
+    assert not any(k.startswith("the ranking") for k in plain)  # ordered by params: the params row says it
