@@ -347,3 +347,13 @@ def test_policy_is_hashable_and_describe_is_a_copy():
     assert a.options_for("gradsign") == {"bn_policy": "batch"}
     with pytest.raises(ValueError, match="seeds must be >= 1"):
         ScoringPolicy("x", seeds=True)
+
+
+def test_the_shipped_real_model_policy_is_the_one_the_triage_study_chose():
+    # docs/results/triage.json is written by benchmarks/triage_cifar10.py; the default must follow its result
+    from pathlib import Path
+
+    study = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "triage.json").read_text())
+    chosen = eval(study["chosen_default_code"], {"ScoringPolicy": ScoringPolicy})  # noqa: S307 - our own file
+    assert chosen == policy_module.REAL_MODEL_POLICY
+    assert len(study["models"]) >= 20 and len({m["family"] for m in study["models"].values()}) >= 10
