@@ -286,6 +286,19 @@ def _markdown(args, schedule, seeds, names, families, runs_of, acc, pol, by_labe
     for label, by_kind in pairs.items():
         md.append(f"| `{label}` | " + " | ".join(f"{_f(t)} ({n})" for t, n in by_kind.values()) + " |")
     md.append("")
+    ps, gs = pairs["params"], pairs[g["chosen_all"]]
+    best = max(by_label.values(), key=lambda r: r["tau"])
+    md += ["**When to trust the triage.** Only to separate models of clearly different size: over pairs whose "
+           f"#params differ by more than 2x, #params orders the trained accuracy with tau "
+           f"{ps['sizes over 2x apart'][0]:.3f} and the default GradSign with {gs['sizes over 2x apart'][0]:.3f}. "
+           f"Among models within 2x of each other, #params gives {ps['sizes within 2x'][0]:.3f} and GradSign "
+           f"{gs['sizes within 2x'][0]:.3f}: read their order as a tie and train both. On real models #params alone "
+           "is as good as anything measured here once the choice is cross-validated (the best policy fitted to "
+           f"these very models, `{best['policy']}`, reached {best['tau']:.3f} against #params' {params_tau:.3f}); "
+           "the zero-cost scores earn their place on NAS cell spaces "
+           "(docs/results/nb201.md), not here. A candidate whose GradSign comes from under 5% of its weights (a "
+           "zero-initialised branch or head) is flagged in the table, because its score describes a sliver of the "
+           "network.", ""]
     fam_rows = [f"| {f} | `{p}` |" for f, p in d["chosen_per_family"].items()]
     md += ["Policy chosen with each family held out (default's scope):", "", "| held-out family | chosen |",
            "| --- | --- |", *fam_rows, ""]
