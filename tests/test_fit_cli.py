@@ -78,6 +78,7 @@ def test_score_only_with_a_command_line_override(tmp_path):
     ("overrides", "args", "message"),
     [
         ({}, ["--triage.topk", "2"], "triage.topk"),
+        ({}, ["--triage.policy", "norm_ones"], "'auto', 'cell-space', 'real-model'"),
         ({"candidates": ["timm:resnet181"]}, [], "did you mean"),
         ({"candidates": [{"model": "timm:resnet18", "kwargs": {"pretrained": True}}]}, [], "pretrained"),
         ({"data": {"class_path": "gradsign_pl.data.datamodules.CIFAR10DataModule",

@@ -27,7 +27,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -76,7 +76,7 @@ class TriageOptions:
     proxies: list[str] = dataclasses.field(default_factory=lambda: ["gradsign", "params", "flops"])
     order_by: str | None = None
     seeds: int | None = None
-    policy: str = "auto"
+    policy: Literal["auto", "cell-space", "real-model"] = "auto"
     top_k: int | None = 3
     max_params: float | None = None
     max_flops: float | None = None
