@@ -15,7 +15,6 @@ checkpoints and restored (not recomputed) when a fit resumes.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 import weakref
@@ -32,7 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from gradsign_pl.policy import ScoringPolicy, apply_init_policy, resolve_policy
-from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng
+from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng, private_copy
 from gradsign_pl.proxies._registry import get_proxy, score
 from gradsign_pl.proxies._result import ProxyResult
 
@@ -103,10 +102,14 @@ class GradSignCallback(Callback):
         options: extra keyword options per proxy, ``{"gradsign": {"reduction": "mean"}}``; they override the
             policy's options for that proxy.
         policy: the :class:`~gradsign_pl.policy.ScoringPolicy` whose initialisation policy and proxy options the
-            scoring uses (on a private copy), or ``"cell-space"`` / ``"real-model"``. ``"auto"``: the authors'
-            semantics when the module contains a NAS cell-space network (NB-201, MasterNet), the validated
-            real-model policy otherwise. The policy is recorded in every result (``results[p]["options"]["policy"]``). Size
-            terms and seeds of a policy do not apply: one model, scored once at its own initialisation.
+            scoring uses, or ``"cell-space"`` / ``"real-model"``. ``"auto"``: the authors' semantics when the
+            module contains a NAS cell-space network (NB-201, MasterNet), the validated real-model policy
+            otherwise. The real-model policy scores the *architecture*: a private copy re-initialised uniformly
+            (seed 0), so a custom or pretrained initialisation of the module is not what is scored; to score the
+            module's own weights (e.g. to catch a broken initialisation), pass ``policy="cell-space"`` or a
+            ScoringPolicy with ``init="as_built"``. The policy is recorded in every result
+            (``results[p]["options"]["policy"]``). A policy's order terms and seeds do not apply: one model,
+            scored once.
     """
 
     def __init__(
@@ -272,13 +275,21 @@ class GradSignCallback(Callback):
         policy = resolve_policy(self.policy, cell_space_only=_holds_cell_space(pl_module))
         results: dict[str, dict[str, Any]] = {}
         with torch.enable_grad(), _detached_from_trainer(pl_module):
+            init_error = None
             if policy.init != "as_built":  # re-initialise a private copy, never the module
-                with isolated_rng(inputs.device, 0):
-                    model = apply_init_policy(copy.deepcopy(model), policy.init)
+                try:
+                    with isolated_rng(inputs.device, 0):
+                        model = apply_init_policy(private_copy(model, train=model.training), policy.init)
+                except Exception as exc:  # noqa: BLE001 - every proxy is nan with this reason, the fit goes on
+                    init_error = (f"init policy {policy.init!r} could not be applied to a copy of the module "
+                                  f"({type(exc).__name__}: {exc}); pass policy='cell-space' to score it as built")
+                    rank_zero_warn(f"{type(self).__name__}: {init_error}")
             for name in self.proxies:
                 t0 = time.perf_counter()
                 kwargs = {"loss_fn": self.loss_fn, **policy.options_for(name), **self.options.get(name, {})}
                 try:
+                    if init_error is not None:
+                        raise RuntimeError(init_error)
                     data = score(name, model, inputs, targets, **kwargs).to_dict()
                 except Exception as exc:  # noqa: BLE001 - a failing proxy is nan, never a failed fit
                     reason = f"{type(exc).__name__}: {exc}"

@@ -94,6 +94,18 @@ class ScoringPolicy:
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"ScoringPolicy.seeds must be >= 1, got {self.seeds}")
         object.__setattr__(self, "order_terms", tuple(self.order_terms))
+        from gradsign_pl.proxies import get_proxy
+
+        for proxy, options in self.proxy_options.items():
+            get_proxy(proxy)  # a misspelt proxy name fails here, with the closest registered names
+            try:
+                json.dumps(dict(options))
+            except TypeError as exc:
+                raise ValueError(
+                    f"ScoringPolicy.proxy_options[{proxy!r}] must hold plain values (it is recorded with every "
+                    f"result and cache): {exc}; for GradSign's params use 'weights' or 'all', or call the proxy "
+                    "directly with a predicate"
+                ) from None
         object.__setattr__(self, "proxy_options", {k: dict(v) for k, v in self.proxy_options.items()})
 
     def __hash__(self) -> int:

@@ -73,7 +73,8 @@ def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, An
         writer.writeheader()
         writer.writerows(records)
     stats = agreement(ranking, trained) if not score_only else {}
-    paths["json"].write_text(json.dumps({"command": command, "order_by": ranking.order_by, "proxies": ranking.proxies,
+    paths["json"].write_text(json.dumps({"command": command, "order_by": ranking.order_by,
+                                         "order": ranking.order_description, "proxies": ranking.proxies,
                                          "seeds": ranking.seeds, "batch": ranking.batch,
                                          "policy": ranking.policy, "candidates": records,
                                          "agreement": stats, **sections}, indent=2) + "\n")

@@ -16,6 +16,7 @@ candidate whose GradSign comes from a small fraction of its weights gets a warni
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import itertools
@@ -23,6 +24,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,7 +154,8 @@ class Ranking:
 
     def to_json(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        payload = {"proxies": self.proxies, "order_by": self.order_by, "seeds": self.seeds, "batch": self.batch,
+        payload = {"proxies": self.proxies, "order_by": self.order_by, "order": self.order_description,
+                   "seeds": self.seeds, "batch": self.batch,
                    "policy": self.policy, "candidates": self.records()}
         path.write_text(json.dumps(payload, indent=2) + "\n")
         return path
@@ -307,6 +310,7 @@ def rank(
         if p == "ensemble":
             raise ValueError("'ensemble' combines other proxies: list them and pass order_by='ensemble'")
         get_proxy(p)
+    order_by_given = order_by is not None
     order_by = order_by or proxies[0]
     if order_by not in (*proxies, "ensemble"):
         raise ValueError(f"order_by={order_by!r} must be one of the scored proxies {proxies} or 'ensemble'")
@@ -322,6 +326,11 @@ def rank(
     if duplicates:
         raise ValueError(f"candidate names must be unique, repeated: {duplicates}; give them names with a mapping")
     scoring = resolve_policy(policy, cell_space_only=bool(cands) and all(c.is_cell_space for c in cands))
+    if order_by_given and "proxy" not in scoring.order_terms:
+        warnings.warn(
+            f"order_by={order_by!r} is not used: the {scoring.name!r} policy orders by "
+            f"{' + '.join(scoring.order_terms)} (docs/results/triage.md); to order by the proxy pass "
+            "policy='cell-space' or a ScoringPolicy with order_terms=('proxy',)", stacklevel=2)
     if seeds is not None:
         scoring = dataclasses.replace(scoring, seeds=seeds)
     seeds = scoring.seeds
@@ -333,7 +342,7 @@ def rank(
     store = None
     if cache is not None:
         meta = {"batch": fingerprint, "num_classes": classes, "loss_fn": getattr(loss_fn, "__qualname__", str(loss_fn)),
-                "device_type": dev.type, "policy": {k: v for k, v in scoring.describe().items() if k != "seeds"}}
+                "device_type": dev.type, "init": scoring.init, "proxy_options": scoring.describe()["proxy_options"]}
         store = ScoreCache(cache, meta)
     x, y = x.to(dev), y.to(dev)
 
@@ -362,16 +371,14 @@ def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops,
         if store is not None and size_cached and all((cand.name, k) in store for k in keys):
             params, flops = int(store.score(cand.name, "params")), int(store.score(cand.name, "flops"))
             for p, k in zip(proxies, keys):
-                per_seed[p].append(store.score(cand.name, k))
-                if (r := store.get(cand.name, k).get("reason")):
-                    reasons.append(f"{p}: {r}")
-                if (f := store.get(cand.name, k).get("signal")) is not None:
-                    signals.append(f)
+                _read_cached(store, cand.name, p, k, per_seed, reasons, signals)
             continue
         try:
             with isolated_rng(dev, seed):
                 model = cand.build(num_classes=classes, in_chans=x.shape[1], input_size=tuple(x.shape[2:]))
-                model = apply_init_policy(model.to(dev), policy.init)
+                if policy.init != "as_built":  # a factory may hand back a module the caller owns: never touch it
+                    model = apply_init_policy(copy.deepcopy(model), policy.init)  # drawn on CPU, as validated
+            model = model.to(dev)
             if params is None:
                 params = sum(p.numel() for p in model.parameters())
                 flops, _ = count_flops(private_copy(model, train=False, requires_grad=False), x[:2])
@@ -388,7 +395,7 @@ def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops,
                                    reason=over, seconds=time.perf_counter() - t0)
         for p, k in zip(proxies, keys):
             if store is not None and (cand.name, k) in store:
-                per_seed[p].append(store.score(cand.name, k))
+                _read_cached(store, cand.name, p, k, per_seed, reasons, signals)
                 continue
             signal = None
             try:
@@ -423,6 +430,17 @@ def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops,
     return RankedCandidate(cand.name, "failed" if failed else "ok", scores, spread, params, flops,
                            reason="; ".join(dict.fromkeys(reasons)) or None, seconds=time.perf_counter() - t0,
                            per_seed=per_seed, signal=signal, warnings=warnings)
+
+
+def _read_cached(store: ScoreCache, name: str, proxy: str, key: str, per_seed: dict[str, list[float]],
+                 reasons: list[str], signals: list[float]) -> None:
+    """Fold one cached score, its failure reason and its gradient signal into the candidate's lists."""
+    record = store.get(name, key)
+    per_seed[proxy].append(store.score(name, key))
+    if record.get("reason"):
+        reasons.append(f"{proxy}: {record['reason']}")
+    if record.get("signal") is not None:
+        signals.append(record["signal"])
 
 
 def _describe(exc: BaseException) -> str:

@@ -405,3 +405,53 @@ def test_the_report_judges_a_combined_order_by_its_ranks(batch):
                                                          "n": 3}
     plain = agreement(run(cands, batch, policy=ScoringPolicy("p", order_terms=("params",))), trained)
     assert not any(k.startswith("the ranking") for k in plain)  # ordered by params: the params row says it
+
+
+# --------------------------------------------------------------------------- review findings, pinned
+
+
+def test_rank_never_reinitialises_a_module_the_caller_owns(batch):
+    torch.manual_seed(0)
+    mine = TinyCNN(width=4, num_classes=CLASSES)
+    before = snapshot(mine)
+    ranking = run({"mine": lambda: mine, "w8": tiny(8)}, batch, policy=ScoringPolicy("u", init="uniform"))
+    assert ranking["mine"].status == "ok"
+    assert all(torch.equal(before[k], v) for k, v in mine.state_dict().items())
+
+
+def test_an_explicit_order_by_the_policy_does_not_use_is_reported(batch):
+    with pytest.warns(UserWarning, match=r"order_by='gradsign' is not used: the 'real-model' policy orders by params"):
+        ranking = run({"w4": tiny(4), "w8": tiny(8)}, batch, policy="real-model", order_by="gradsign")
+    assert ranking.order_description == "params"
+
+
+def test_policy_options_must_be_plain_values_for_registered_proxies():
+    with pytest.raises(ValueError, match=r"proxy_options\['gradsign'\] must hold plain values.*'weights' or 'all'"):
+        ScoringPolicy("p", proxy_options={"gradsign": {"params": lambda name, p: True}})
+    with pytest.raises(KeyError, match="gradsign"):
+        ScoringPolicy("p", proxy_options={"gradSign": {"reduction": "mean"}})
+
+
+def test_a_partly_cached_resume_keeps_the_low_signal_warning(batch, tmp_path):
+    policy = ScoringPolicy("a", init="as_built")
+    first = run({"z": zero_residual}, batch, ["gradsign"], policy=policy, cache=tmp_path / "c")
+    again = run({"z": zero_residual}, batch, ["gradsign", "params"], policy=policy, cache=tmp_path / "c")
+    assert first["z"].warnings and again["z"].warnings == first["z"].warnings
+    assert again["z"].signal == first["z"].signal
+
+
+class Unpicklable(Wrapped):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(net)
+        import threading
+
+        self.lock = threading.Lock()  # deepcopy fails
+
+
+def test_a_module_the_init_policy_cannot_copy_gets_nan_scores_and_the_fit_goes_on(batch, tmp_path):
+    torch.manual_seed(0)
+    cb = GradSignCallback(policy=ScoringPolicy("u", init="uniform"))
+    with pytest.warns(UserWarning, match="could not be applied to a copy of the module"):
+        fit(Unpicklable(ZeroResidual()), batch, cb, tmp_path)
+    assert math.isnan(cb.scores["gradsign"])
+    assert "pass policy='cell-space' to score it as built" in cb.results["gradsign"]["reason"]

@@ -63,7 +63,8 @@ class TriageOptions:
 
     Args:
         proxies: registered zero-cost proxies to score with.
-        order_by: proxy to rank by (default the first), or 'ensemble' (AZ-NAS log-rank sum of all proxies).
+        order_by: proxy to rank by (default the first), or 'ensemble' (AZ-NAS log-rank sum of all proxies); used
+            when the policy orders by the proxy (the real-model policy orders by params and says so).
         seeds: initialisation seeds per candidate (mean and spread reported; default: the policy's).
         policy: scoring policy: 'auto' (the authors' semantics for nb201:/zen: candidates, the validated
             real-model policy otherwise), 'cell-space' or 'real-model' (see gradsign_pl.policy).
