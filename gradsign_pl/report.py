@@ -121,8 +121,8 @@ def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, comm
              f"Scoring batch: {ranking.batch['shape']} ({ranking.batch['num_classes']} classes, fingerprint "
              f"`{ranking.batch['fingerprint']}`); proxies: {', '.join(ranking.proxies)}; ordered by "
              f"{ranking.order_description}; {ranking.seeds} initialisation seed(s).", "",
-             f"Scoring policy: {ranking.policy.get('summary', 'not recorded')}. A rank marked `=` is a tie: the "
-             "order of that candidate and its neighbour flips between seeds (or their scores are equal).", "",
+             f"Scoring policy: {ranking.policy.get('summary', 'not recorded')}. A rank marked `=` is a tie with "
+             f"a neighbour: {ranking.tie_rule}.", "",
              "## Ranking at initialisation", ""]
     shown = [p for p in ranking.proxies if p not in ("params", "flops")]  # they have their own columns
     head = ["rank", "candidate", *shown, "params (M)", "MFLOPs", "kept", "test acc (%)", "note"]

@@ -45,6 +45,9 @@ from gradsign_pl.studies.cache import ScoreCache
 SIZE_KEYS = ("params", "flops")
 #: below this fraction of selected weights with any gradient, a GradSign score gets a warning
 LOW_SIGNAL = 0.05
+#: ordered by #params, adjacent candidates closer in size than this ratio are marked as tied: on the CIFAR-10
+#: triage benchmark #params ordered such pairs with Kendall tau 0.12 (docs/results/triage.md)
+SIZE_TIE_RATIO = 2.0
 
 
 @dataclasses.dataclass
@@ -64,7 +67,8 @@ class RankedCandidate:
         per_seed: proxy -> score under each seed.
         signal: fraction of the weights GradSign selects that had a non-zero gradient (``None`` without GradSign).
         tied: its order against an adjacent ranked candidate is not the same under every seed (or their scores
-            are equal), so the two should be read as a tie.
+            are equal), or -- ordered by #params -- the two are within ``SIZE_TIE_RATIO`` in size, so the two
+            should be read as a tie.
         warnings: what makes this candidate's score less trustworthy (e.g. low gradient signal).
     """
 
@@ -107,6 +111,16 @@ class Ranking:
         """What the order follows, e.g. ``"gradsign"``, ``"params"`` or ``"gradsign + params"`` (log-rank sum)."""
         terms = self.policy.get("order_terms") or ["proxy"]
         return " + ".join(self.order_by if t == "proxy" else t for t in terms)
+
+    @property
+    def tie_rule(self) -> str:
+        """What makes two adjacent ranked candidates a tie in this ranking (one sentence for people)."""
+        if self.order_description == "params":
+            return (f"adjacent sizes within {SIZE_TIE_RATIO:g}x, whose order #params predicted no better than "
+                    "chance on the CIFAR-10 triage benchmark")
+        if self.seeds > 1:
+            return "equal scores, or an order that flips between seeds"
+        return "equal scores (score several seeds to see which orders are stable)"
 
     @property
     def kept(self) -> list[RankedCandidate]:
@@ -165,9 +179,7 @@ class Ranking:
 
         table = Table(title=f"Ranking by {self.order_description} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
                             f"batch {self.batch['shape']})",
-                      caption=f"policy {self.policy.get('summary', '')}; '=' marks a tie: "
-                              + ("equal scores, or an order that flips between seeds" if self.seeds > 1
-                                 else "equal scores (score several seeds to see which orders are stable)")
+                      caption=f"policy {self.policy.get('summary', '')}; '=' marks a tie: " + self.tie_rule
                       if self.policy else None)
         shown = [p for p in self.proxies if p not in SIZE_KEYS]  # params / flops have their own columns
         table.add_column("#", justify="right")
@@ -483,8 +495,10 @@ def _order(rows: list[RankedCandidate], proxies: list[str], order_by: str, top_k
     seeds = min((len(v) for r in ok for v in r.per_seed.values()), default=0)
     per_seed = [dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, order_terms, s)))
                 for s in range(seeds)] if seeds > 1 else []
+    by_size = tuple(order_terms) == ("params",)
     for a, b in itertools.pairwise(ok):  # adjacent pair: tied when equal, or when some seed orders it the other way
-        if keys[a.name] == keys[b.name] or any(k[a.name] <= k[b.name] for k in per_seed):
+        unstable = keys[a.name] == keys[b.name] or any(k[a.name] <= k[b.name] for k in per_seed)
+        if unstable or (by_size and a.params < SIZE_TIE_RATIO * b.params):
             a.tied = b.tied = True
     for i, r in enumerate(ok, start=1):
         r.rank = i

@@ -455,3 +455,17 @@ def test_a_module_the_init_policy_cannot_copy_gets_nan_scores_and_the_fit_goes_o
         fit(Unpicklable(ZeroResidual()), batch, cb, tmp_path)
     assert math.isnan(cb.scores["gradsign"])
     assert "pass policy='cell-space' to score it as built" in cb.results["gradsign"]["reason"]
+
+
+def test_ordered_by_params_neighbours_within_twice_the_size_are_ties(batch):
+    from gradsign_pl.triage import SIZE_TIE_RATIO
+
+    cands = {"w4": tiny(4), "w5": tiny(5), "w16": tiny(16)}
+    ranking = run(cands, batch, policy=ScoringPolicy("size", order_terms=("params",)))
+    rows = [r for r in ranking.rows if r.status == "ok"]
+    expected = [False] * len(rows)
+    for i in range(len(rows) - 1):
+        if rows[i].params < SIZE_TIE_RATIO * rows[i + 1].params:
+            expected[i] = expected[i + 1] = True
+    assert [r.tied for r in rows] == expected and any(expected) and not all(expected)
+    assert "within 2x" in ranking.tie_rule
