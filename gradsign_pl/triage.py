@@ -116,7 +116,7 @@ class Ranking:
     def tie_rule(self) -> str:
         """What makes two adjacent ranked candidates a tie in this ranking (one sentence for people)."""
         if self.order_description == "params":
-            return (f"adjacent sizes within {SIZE_TIE_RATIO:g}x, whose order #params predicted no better than "
+            return (f"adjacent sizes within {SIZE_TIE_RATIO:g}x, whose order #params predicted little better than "
                     "chance on the CIFAR-10 triage benchmark")
         if self.seeds > 1:
             return "equal scores, or an order that flips between seeds"
