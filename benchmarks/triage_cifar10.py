@@ -257,7 +257,8 @@ def _markdown(args, schedule, seeds, names, families, runs_of, acc, pol, by_labe
            "Each row lets a choice be made among a set of policies; the choice is judged with leave-one-family-out "
            "cross-validation (`gradsign_pl.studies.policy_cv`): every pair of models is ordered by the policy "
            "chosen on the *other* families, so the numbers say how the choice ranks families it has not seen. "
-           "A row with one policy has no choice to make: its CV number is its plain number.", "",
+           "A row with one policy has no choice to make: its CV tau is its plain tau (its CV rho ranks each model among "
+           "the other families by insertion, so it differs slightly from the plain rho).", "",
            "| choose among | policies | CV Kendall tau | CV Spearman rho | chosen on all families |",
            "| --- | ---: | ---: | ---: | --- |"]
     for scope, r in cv.items():
