@@ -15,9 +15,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from gradsign_pl.data.paths import data_dir as find_data_dir
+from gradsign_pl.data.sampling import (
+    ResumableLoader,
+    ResumableSampler,
+    SampleKey,
+    SeededView,
+    augmentation_rng,
+    run_seed,
+    split_key,
+)
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -30,7 +39,12 @@ def _split(n: int, fractions: tuple[float, float], seed: int) -> tuple[np.ndarra
 
 
 class _TensorDataModule(pl.LightningDataModule):
-    """Shared loader plumbing for datamodules holding tensors in memory."""
+    """Shared loader plumbing: a seeded, resumable training order (:class:`ResumableSampler`), plain eval loaders.
+
+    The training order and every sample's augmentation follow the run's seed (``seed_everything``, else 0), so
+    two runs with the same seed see the same batches, and a fit resumed from a mid-epoch checkpoint continues
+    with exactly the batches an uninterrupted fit would have seen.
+    """
 
     train_set: Dataset
     val_set: Dataset
@@ -43,19 +57,32 @@ class _TensorDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(0) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          generator=generator, drop_last=False)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        sampler = ResumableSampler(len(self.train_set), run_seed(), self.batch_size, trainer=lambda: self.trainer)
+        return ResumableLoader(self.train_set, sampler, num_workers=self.num_workers)
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+        return self._eval_loader(self.test_set)
+
+
+class _Tensors(Dataset):
+    """In-memory ``(inputs, labels)``; accepts the ``(sample_seed, index)`` keys of :class:`ResumableSampler`."""
+
+    def __init__(self, inputs: Tensor, labels: Tensor) -> None:
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: SampleKey | int) -> tuple[Tensor, Tensor]:
+        _, i = split_key(key)
+        return self.inputs[i], self.labels[i]
 
 
 class DigitsDataModule(_TensorDataModule):
@@ -86,33 +113,34 @@ class DigitsDataModule(_TensorDataModule):
         x = (x - x.mean()) / x.std()
         y = torch.tensor(digits.target, dtype=torch.long)
         train, val, test = _split(len(y), (0.15, 0.15), self.seed)
-        self.train_set = TensorDataset(x[train], y[train])
-        self.val_set = TensorDataset(x[val], y[val])
-        self.test_set = TensorDataset(x[test], y[test])
+        self.train_set = _Tensors(x[train], y[train])
+        self.val_set = _Tensors(x[val], y[val])
+        self.test_set = _Tensors(x[test], y[test])
 
 
 class _AugmentedImages(Dataset):
-    """uint8 NHWC images -> normalised float CHW, with random crop (pad 4) and horizontal flip when training."""
+    """uint8 NHWC images -> normalised float CHW; when training, torchvision's random crop (reflect-padded by 4)
+    and horizontal flip, drawn from the sample's own seed when the key carries one (:class:`ResumableSampler`)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, train: bool) -> None:
+        from torchvision.transforms import v2
+
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(labels.astype(np.int64))
-        self.train = train
-        self.mean = torch.tensor(CIFAR10_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(CIFAR10_STD).view(3, 1, 1)
+        self.augment = v2.Compose([v2.RandomCrop(32, padding=4, padding_mode="reflect"),
+                                   v2.RandomHorizontalFlip()]) if train else None
+        self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        x = self.images[i].float().div_(255)
-        if self.train:
-            x = F.pad(x, (4, 4, 4, 4), mode="reflect")
-            dx, dy = torch.randint(0, 9, (2,)).tolist()
-            x = x[:, dy:dy + 32, dx:dx + 32]
-            if torch.rand(()) < 0.5:
-                x = x.flip(-1)
-        return (x - self.mean) / self.std, self.labels[i]
+    def __getitem__(self, key: SampleKey | int) -> tuple[Tensor, Tensor]:
+        sample_seed, i = split_key(key)
+        x = self.images[i]
+        if self.augment is not None:
+            with augmentation_rng(sample_seed):
+                x = self.augment(x)
+        return self.normalize(x), self.labels[i]
 
 
 def decode_jpeg_npz(path: Path, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -231,6 +259,6 @@ class ImageFolderDataModule(_TensorDataModule):
         train_tf = transforms.Compose(train)
         eval_tf = transforms.Compose([transforms.Resize(int(self.image_size * 8 / 7)),
                                       transforms.CenterCrop(self.image_size), transforms.ToTensor(), norm])
-        self.train_set = datasets.ImageFolder(str(self.root / "train"), train_tf)
+        self.train_set = SeededView(datasets.ImageFolder(str(self.root / "train"), train_tf))
         self.val_set = datasets.ImageFolder(str(self.root / "val"), eval_tf)
         self.test_set = self.val_set

@@ -21,6 +21,10 @@ class ClassificationModule(pl.LightningModule):
         lr: peak learning rate; weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
         optimizer: ``"adamw"`` or ``"sgd"`` (momentum 0.9, Nesterov).
         label_smoothing: cross-entropy label smoothing.
+        warmup_fraction: fraction of the schedule spent warming the learning rate up to ``lr`` (torch's ``OneCycleLR``:
+            cosine warm-up, then cosine decay to ``lr / 1e4`` at the last step of the fit). The schedule always spans
+            the whole fit (``trainer.estimated_stepping_batches``), so a fit stopped early and resumed from its
+            checkpoint follows the same learning rates as one that never stopped.
 
     Logs ``train/loss``, ``train/acc`` per epoch and ``val/loss``, ``val/acc`` (top-1, fraction in [0, 1]),
     and ``test/acc`` when tested.
@@ -35,10 +39,13 @@ class ClassificationModule(pl.LightningModule):
         weight_decay: float = 5e-4,
         optimizer: str = "adamw",
         label_smoothing: float = 0.0,
+        warmup_fraction: float = 0.15,
     ) -> None:
         super().__init__()
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        if not 0.0 < warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction is a fraction of the schedule in (0, 1), got {warmup_fraction!r}")
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
         metric = {"task": "multiclass", "num_classes": num_classes}
@@ -82,5 +89,5 @@ class ClassificationModule(pl.LightningModule):
             opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         total = self.trainer.estimated_stepping_batches if self.trainer is not None else 1
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(int(total), 1),
-                                                    pct_start=0.15)
+                                                    pct_start=hp.warmup_fraction)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

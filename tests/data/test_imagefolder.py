@@ -21,7 +21,7 @@ def test_batches_have_the_image_size_and_labels_of_the_folders(tmp_path, auto_au
     xv, _ = next(iter(dm.val_dataloader()))
     assert xv.shape == (8, 3, 32, 32)
     if random_erasing == 1.0:  # every training image has an erased (random-valued) patch; eval images never do
-        names = [type(t).__name__ for t in dm.train_set.transform.transforms]
+        names = [type(t).__name__ for t in dm.train_set.dataset.transform.transforms]
         assert names[-1] == "RandomErasing" and "AutoAugment" in names
     # evaluation is deterministic: the same images twice
     assert torch.equal(next(iter(dm.val_dataloader()))[0], xv)
