@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -223,7 +222,7 @@ CORRELATE_HINT = "run gradsign-bench correlate --dataset cifar10 --n_archs 1000 
 class CachedScorer:
     """``scorer(arch) -> (score, seconds)`` for one proxy, read from a ``gradsign-bench correlate`` cache.
 
-    The cache (``scores.jsonl`` + ``meta.json``, :class:`~gradsign_pl.studies.cache.ScoreCache`) keys candidates
+    The cache (``scores.jsonl`` + ``meta.json``, :class:`~gradsign_pl.scoring.cache.ScoreCache`) keys candidates
     by their **NB-201 benchmark index** as a string (``"9090"``); the table maps indices to arch strings. A key
     that is not an integer is taken to be an arch string. ``seconds`` is the scoring time recorded in the cache
     (measured on the machine that ran ``correlate``) unless ``seconds`` is given; records without one are
@@ -298,16 +297,21 @@ class CachedScorer:
 
 
 def read_cache(cache_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """All well-formed records of a score cache directory and its ``meta.json`` (read-only; nothing is created)."""
-    from gradsign_pl.studies.cache import META_FILE, SCORES_FILE, iter_jsonl
+    """The records of a score cache directory under its latest settings, and those settings (read-only).
 
-    cache_dir = Path(cache_dir)
-    path = cache_dir / SCORES_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no proxy score cache at {cache_dir} (no {SCORES_FILE}); {CORRELATE_HINT}")
-    meta_path = cache_dir / META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    latest = {(str(r["candidate"]), r["proxy"]): r for r in iter_jsonl(path, ("candidate", "proxy"))}
-    if not latest:
-        raise FileNotFoundError(f"the proxy score cache {path} is empty; {CORRELATE_HINT}")
-    return list(latest.values()), meta
+    A thin wrapper of :meth:`~gradsign_pl.scoring.cache.ScoreCache.read` that names the command building the cache
+    when there is none, or when it holds no record under its latest settings. Records written under earlier
+    settings of the same directory are not returned.
+    """
+    from gradsign_pl.scoring.cache import ScoreCache
+
+    try:
+        cache = ScoreCache.read(cache_dir)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no proxy score cache at {cache_dir} (no readable meta.json); "
+                                f"{CORRELATE_HINT}") from None
+    records = cache.records()
+    if not records:
+        raise FileNotFoundError(f"the proxy score cache {cache_dir} holds no scores under its latest settings; "
+                                f"{CORRELATE_HINT}")
+    return records, cache.meta

@@ -18,7 +18,7 @@ from gradsign_pl.search.nb201_tabular import (
     TabularEvaluator,
 )
 from gradsign_pl.spaces.nb201 import OPS, NB201Table, all_archs, load_table, ops_of
-from gradsign_pl.studies.cache import ScoreCache
+from gradsign_pl.scoring.cache import ScoreCache
 
 ARCHS = all_archs()
 
@@ -131,4 +131,25 @@ def test_cached_scorer_reads_index_and_arch_keys(tmp_path):
         CachedScorer(tmp_path, "naswot", table)
     with pytest.raises(FileNotFoundError, match="run gradsign-bench correlate --dataset cifar10 --n_archs 1000"):
         CachedScorer(tmp_path / "nothing", "gradsign", table)
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_read_cache_sees_only_the_latest_settings(tmp_path):
+    from gradsign_pl.search.nb201_tabular import read_cache
+
+    old = ScoreCache(tmp_path, {"space": "nb201", "dataset": "cifar10", "batch_size": 32})
+    old.add(1, "gradsign", 1.0, seconds=0.5)
+    old.add(2, "gradsign", 2.0, seconds=0.5)
+    new = ScoreCache(tmp_path, {"space": "nb201", "dataset": "cifar10", "batch_size": 64}, on_change="recompute")
+    new.add(3, "gradsign", 3.0, seconds=0.5)
+    records, meta = read_cache(tmp_path)
+    assert [r["candidate"] for r in records] == ["3"] and meta["batch_size"] == 64
+    scorer = CachedScorer(tmp_path, "gradsign", synthetic_table())
+    assert scorer.archs == [ARCHS[3]] and scorer.settings["cache_meta"]["batch_size"] == 64
+    empty = ScoreCache(tmp_path / "empty", {"space": "nb201"})
+    assert len(empty) == 0
+    with pytest.raises(FileNotFoundError, match="holds no scores under its latest settings.*gradsign-bench correlate"):
+        read_cache(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no proxy score cache at .*gradsign-bench correlate"):
+        read_cache(tmp_path / "nothing")
     assert not (tmp_path / "nothing").exists()
