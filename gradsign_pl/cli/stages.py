@@ -86,6 +86,8 @@ class DistillOptions:
             ``None``: every stage the student exposes.
         mixup_alpha: Beta(alpha, alpha) mixup of inputs (0: off).
         baseline: also train the best kept candidate without a teacher, for comparison in the report.
+        trust_checkpoint: let ``load_teacher`` fully unpickle a ``checkpoint`` whose weights the safe loader cannot
+            read (e.g. a pickled ``nn.Module``); that can run code stored in the file: only for files you trust.
     """
 
     teacher: str = "timm:efficientnet_b3"
@@ -100,6 +102,7 @@ class DistillOptions:
     feature_stages: list[int] | None = None
     mixup_alpha: float = 0.0
     baseline: bool = True
+    trust_checkpoint: bool = False
 
     def check(self, image_size: int | None = None) -> None:
         """Fail before any search or training when the teacher cannot be had (bad spec, no local weights, bad
@@ -229,7 +232,7 @@ def prepare_teacher(options: DistillOptions, datamodule: Any, train: Any, *,
     if path.exists():
         side = options.teacher_resolution or size
         teacher = load_teacher(options.teacher, path, num_classes=num_classes, in_chans=in_chans,
-                               input_size=(side, side))
+                               input_size=(side, side), trust_checkpoint=options.trust_checkpoint)
     else:
         teacher = candidate(options.teacher).build(num_classes=num_classes, in_chans=in_chans, input_size=(size, size))
         print(f"training the teacher {options.teacher} for {options.train_teacher_epochs} epoch(s); it is saved "

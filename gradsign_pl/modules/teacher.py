@@ -14,6 +14,17 @@ initialisation) plus a checkpoint file on disk. :func:`load_teacher` reads
 stripping a common ``module.`` (DDP), ``backbone.`` (Lightning) or ``model.`` prefix when that makes the keys match
 the architecture. :func:`save_teacher` writes the plain ``state_dict`` form.
 
+Files are read without running code from them. A ``torch.save`` file is unpickled with
+``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers (dict, list, tuple, str,
+numbers). A checkpoint that also pickles other objects beside its weights (a timm training checkpoint's
+``argparse.Namespace`` ``args``, a Lightning checkpoint whose hyperparameters hold a ``Path``, or anything else) is
+read a second time, still with the safe unpickler, with every such object replaced by an inert placeholder that is
+never imported nor called; its tensors (e.g. the ``"state_dict"`` entry) are kept, the rest is dropped (this
+second reading needs the zip format ``torch.save`` writes by default since torch 1.6). Only a file
+whose weights live inside such objects (e.g. ``torch.save(model)``, a pickled ``nn.Module``) needs the full
+unpickler, which can run arbitrary code: it is refused unless ``load_teacher(..., trust_checkpoint=True)`` (in a
+recipe ``distill.trust_checkpoint: true``), and used then with a :class:`UserWarning`.
+
 Example::
 
     teacher = load_teacher("timm:efficientnet_b3", "checkpoints/effnet_b3_cifar10.pt", num_classes=10)
@@ -23,6 +34,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,33 +72,123 @@ def save_teacher(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
-def _read_file(path: Path) -> Any:
-    """The object stored in ``path``: a safetensors mapping, or what ``torch.load`` returns (on CPU)."""
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise ValueError(
-                f"teacher checkpoint {path} is a .safetensors file but the safetensors package is not installed; "
-                "install it (pip install safetensors) or save the weights with torch.save(model.state_dict(), ...)"
-            ) from None
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as exc:
-            raise ValueError(
-                f"cannot read teacher checkpoint {path} as safetensors: {type(exc).__name__}: {exc}"
-            ) from exc
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    """The tensors of the ``.safetensors`` file ``path`` (a format that holds nothing but tensors), on the CPU."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # weights_only refuses arbitrary pickled objects (e.g. hyperparameters of some Lightning checkpoints); the
-        # file is local and chosen by the user, so fall back to the full unpickler
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise _unreadable(path, exc) from exc
+        from safetensors.torch import load_file
+    except ImportError:
+        raise ValueError(
+            f"teacher checkpoint {path} is a .safetensors file but the safetensors package is not installed; "
+            "install it (pip install safetensors) or save the weights with torch.save(model.state_dict(), ...)"
+        ) from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise ValueError(f"cannot read teacher checkpoint {path} as safetensors: {type(exc).__name__}: {exc}") from exc
+
+
+class _Inert:
+    """Stands in for an object the safe unpickler does not allow: accepts any construction arguments and state,
+    keeps none of them, runs nothing. Subclassed once per refused global (``_global`` names it)."""
+
+    _global = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Inert:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<not loaded: {self._global}>"
+
+
+def _refused_globals(path: Path) -> list[str] | None:
+    """The globals (``module.name``) of the ``torch.save`` zip file ``path`` that ``weights_only`` does not allow,
+    found by reading the pickle's opcodes (nothing is imported); ``None`` for files that are not torch.save zips."""
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:
+        return None
+
+
+def _weights_around_objects(path: Path, refused: list[str] | None) -> dict[str, Tensor] | None:
+    """The weights of ``path`` read by the safe unpickler with each global of ``refused`` replaced by an inert
+    :class:`_Inert` placeholder; ``None`` when that is not possible (no list, a module the safe unpickler blocks
+    outright, other refusals) or when the weights are not outside those objects (e.g. a pickled ``nn.Module``)."""
+    if not refused:
+        return None
+    stand_ins = [(type(f"_Inert[{name}]", (_Inert,), {"_global": name}), name) for name in refused]
+    try:
+        with torch.serialization.safe_globals(stand_ins):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        return _extract_state_dict(obj, path)
+    except Exception:
+        return None
+
+
+def _refusal_reason(exc: BaseException) -> str:
+    """The line of a ``torch.load(weights_only=True)`` error that says what it refused, without torch's advice."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "WeightsUnpickler error:" in line:
+            line = line.split("WeightsUnpickler error:", 1)[-1].strip()
+            return line.split(". Please use", 1)[0].rstrip(".")
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _refused(path: Path, exc: BaseException, refused: list[str] | None) -> ValueError:
+    others = [g for g in refused or [] if g not in str(exc)]
+    also = f"; it also pickles {_list(others)}" if others else ""
+    return ValueError(
+        f"teacher checkpoint {path} was not loaded: the safe unpickler (torch.load(weights_only=True)) refused it: "
+        f"{_refusal_reason(exc)}{also}; no weights could be read without unpickling those objects, and that can run "
+        "arbitrary code stored in the file. Re-save the weights as tensors only, with "
+        "torch.save(model.state_dict(), path) (or gradsign_pl.modules.teacher.save_teacher(model, path)) or "
+        "safetensors.torch.save_file(model.state_dict(), path); or, only if you trust the file, pass "
+        "load_teacher(..., trust_checkpoint=True) (in a recipe: distill.trust_checkpoint: true)"
+    )
+
+
+def _read_state_dict(path: Path, trust_checkpoint: bool = False) -> dict[str, Tensor]:
+    """The ``{name: tensor}`` weights in ``path`` (on the CPU), read as the module docstring describes.
+
+    Order: safetensors for ``.safetensors`` files; else ``torch.load(weights_only=True)``; when that refuses some
+    pickled object, the same safe load with inert placeholders for the refused objects; only then, and only with
+    ``trust_checkpoint=True``, the full unpickler (with a :class:`UserWarning` naming the file).
+    """
+    if path.suffix == ".safetensors":
+        return _extract_state_dict(_read_safetensors(path), path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refusal = exc
     except Exception as exc:
         raise _unreadable(path, exc) from exc
+    else:
+        return _extract_state_dict(obj, path)
+
+    refused = _refused_globals(path)
+    state = _weights_around_objects(path, refused)
+    if state is not None:
+        return state
+    if not trust_checkpoint:
+        raise _refused(path, refusal, refused) from None
+    warnings.warn(
+        f"loading teacher checkpoint {path} with the full unpickler (trust_checkpoint=True): the safe loader refused "
+        f"it ({_refusal_reason(refusal)}), and unpickling can run arbitrary code stored in the file; do this only "
+        "for files you trust, and re-save the weights with torch.save(model.state_dict(), path) to drop the need",
+        UserWarning,
+        stacklevel=3,
+    )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    return _extract_state_dict(obj, path)
 
 
 def _unreadable(path: Path, exc: Exception) -> ValueError:
@@ -150,6 +252,7 @@ def load_teacher(
     num_classes: int = 1000,
     in_chans: int = 3,
     input_size: tuple[int, int] | None = None,
+    trust_checkpoint: bool = False,
 ) -> nn.Module:
     """Build ``model`` for ``num_classes`` / ``in_chans`` and load its weights from the local file ``checkpoint``.
 
@@ -161,13 +264,18 @@ def load_teacher(
         in_chans: input channels the checkpoint was trained with.
         input_size: ``(height, width)`` for architectures that fix it at construction (e.g. a ViT teacher); see
             :meth:`gradsign_pl.candidates.Candidate.build`.
+        trust_checkpoint: allow the full unpickler (``torch.load(weights_only=False)``) for a file whose weights the
+            safe reading cannot reach (e.g. a pickled ``nn.Module``). Unpickling runs code stored in the file, so
+            set this only for files you trust; a :class:`UserWarning` naming the file is issued when it is used.
+            Files the safe reading handles are never fully unpickled, whatever this says.
 
     Returns:
         The teacher in eval mode, every parameter with ``requires_grad=False``, on the CPU.
 
     Raises:
         FileNotFoundError: ``checkpoint`` is ``None`` or does not exist (the teacher is never downloaded).
-        ValueError: the file cannot be read, holds no weights, its keys do not match the architecture (up to 5
+        ValueError: the file cannot be read, needs the full unpickler while ``trust_checkpoint`` is False (the
+            message names what the safe unpickler refused and how to re-save the file), holds no weights, its keys do not match the architecture (up to 5
             missing and 5 unexpected keys are listed, with the counts), or a tensor's shape differs (the message
             names the parameter, both shapes and the ``num_classes`` / ``in_chans`` that would fit).
     """
@@ -180,7 +288,7 @@ def load_teacher(
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"teacher checkpoint {path} {what}; the teacher is never downloaded: {how}")
 
-    state = _extract_state_dict(_read_file(path), path)
+    state = _read_state_dict(path, trust_checkpoint)
     net = spec.build(num_classes=num_classes, in_chans=in_chans, input_size=input_size)
     own = net.state_dict()
     state = _best_match(state, set(own))

@@ -165,7 +165,7 @@ def test_load_teacher_accepts_common_checkpoint_forms(tmp_path, form):
         t = trainer(max_steps=0)
         t.strategy.connect(module)
         t.save_checkpoint(path)
-        assert all(k.startswith("backbone.") for k in torch.load(path, weights_only=False)["state_dict"])
+        assert all(k.startswith("backbone.") for k in torch.load(path, weights_only=True)["state_dict"])
     else:
         pytest.importorskip("safetensors")
         from safetensors.torch import save_file
@@ -353,7 +353,7 @@ def test_distillation_fit_lowers_the_loss_and_leaves_the_teacher_untouched(image
     # checkpoint without teacher weights; strict round trip
     ckpt = tmp_path / "student.ckpt"
     tr.save_checkpoint(ckpt)
-    saved = torch.load(ckpt, weights_only=False)
+    saved = torch.load(ckpt, weights_only=True)
     assert saved["state_dict"] and not any(k.startswith("teacher.") for k in saved["state_dict"])
     assert "teacher" not in saved["hyper_parameters"]
     restored = DistillationModule.load_from_checkpoint(ckpt, backbone=plain_student(2), teacher=teacher(2))
