@@ -325,6 +325,76 @@ def test_lr_schedule_linear_warmup_then_cosine_to_zero():
     assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
 
 
+def _documented_lr(step: int, total: int, warmup: int, lr: float) -> float:
+    """The schedule the docstring states (and the former hand-written LambdaLR computed), at optimiser step ``step``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _lrs(module: DistillationModule, steps: int) -> list[list[float]]:
+    cfg = module.configure_optimizers()
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+    out = []
+    for _ in range(steps):
+        out.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize("total,warmup_fraction,warmup", [
+    (100, 0.1, 10), (1000, 0.05, 50), (7, 0.0, 0), (1, 0.0, 0), (10, 0.05, 0),  # round(0.5) = 0: no warm-up
+    (10, 0.15, 2), (3, 0.4, 1), (2, 0.99, 2), (5, 0.5, 2),
+])
+def test_lr_schedule_is_torch_schedulers_matching_the_documented_formula(total, warmup_fraction, warmup):
+    from types import SimpleNamespace
+
+    lr = 0.3
+    module = DistillationModule(plain_student(), 2, lr=lr, warmup_fraction=warmup_fraction)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=total)
+    sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    assert type(sched) is (torch.optim.lr_scheduler.SequentialLR if warmup else torch.optim.lr_scheduler.CosineAnnealingLR)
+    got = _lrs(module, total + 1)  # steps 0 .. total (the last one is where the cosine reaches 0)
+    for step, per_group in enumerate(got):
+        want = _documented_lr(step, total, warmup, lr)
+        assert per_group == pytest.approx([want] * len(per_group), rel=0, abs=1e-12), (step, per_group, want)
+    if warmup:
+        assert got[0][0] == pytest.approx(lr / warmup, abs=1e-15) and got[warmup - 1][0] == pytest.approx(lr)
+    if total > warmup:
+        assert got[total][0] == pytest.approx(0.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("saved_after", [1, 3, 6])  # W = 4: inside the warm-up, at the milestone, in the cosine
+def test_lr_schedule_resumes_from_its_state_dict(saved_after):
+    from types import SimpleNamespace
+
+    def configured():
+        module = DistillationModule(plain_student(), 2, lr=0.1, warmup_fraction=0.2)
+        module._trainer = SimpleNamespace(estimated_stepping_batches=20)
+        cfg = module.configure_optimizers()
+        return cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+
+    opt, sched = configured()
+    whole = []
+    for step in range(20):
+        whole.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        if step == saved_after:
+            saved = (opt.state_dict(), sched.state_dict())
+    opt, sched = configured()  # a fresh run, as Lightning builds it on resume, then the saved states
+    opt.load_state_dict(saved[0])
+    sched.load_state_dict(saved[1])
+    resumed = []
+    for _ in range(saved_after + 1, 20):
+        resumed.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert resumed == pytest.approx(whole[saved_after + 1:], rel=0, abs=1e-15)
+
+
 # --------------------------------------------------------------------------- real fits
 
 
