@@ -50,8 +50,10 @@ import difflib
 import fnmatch
 import functools
 import importlib
+import importlib.util
 import inspect
 import os
+import pkgutil
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -288,29 +290,78 @@ def _call_name(kwargs: Mapping[str, Any]) -> str:
 
 
 def _import_path(path: str, where: str) -> Any:
-    """Import ``package.module.Attr`` (attributes may nest: ``package.module.Outer.Inner``)."""
+    """The object the dotted path ``package.module.Attr`` names (attributes may nest: ``package.module.Outer.Inner``).
+
+    Resolved by the standard library's :func:`pkgutil.resolve_name`: the longest prefix that imports as a module,
+    then attribute look-ups for the rest. Only the dotted form is accepted (as jsonargparse's ``class_path``), not
+    resolve_name's ``package.module:Attr`` form.
+
+    Raises:
+        ValueError: naming the problem: a malformed path; a first module that is not installed; a module that
+            fails to import (with its own error, also for a submodule whose import error resolve_name passes over);
+            a missing attribute (with up to 3 close public names: "did you mean").
+    """
     parts = path.split(".")
     if len(parts) < 2 or not all(p.isidentifier() for p in parts):
-        raise ValueError(f"{where}: class_path must be a dotted path like 'package.module.Class', got {path!r}")
-    for split in range(len(parts) - 1, 0, -1):
-        module_name = ".".join(parts[:split])
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not (module_name == exc.name or module_name.startswith(exc.name + ".")):
-                raise ValueError(f"{where}: importing {module_name!r} failed: {exc}") from exc
-            continue  # this prefix is not a module; try a shorter one
-        except Exception as exc:
-            raise ValueError(f"{where}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
-        for attr in parts[split:]:
-            if not hasattr(obj, attr):
-                public = [n for n in dir(obj) if not n.startswith("_")]
-                close = difflib.get_close_matches(attr, public, n=3, cutoff=0.6)
-                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-                raise ValueError(f"{where}: {getattr(obj, '__name__', obj)!r} has no attribute {attr!r}{hint}")
-            obj = getattr(obj, attr)
-        return obj
-    raise ValueError(f"{where}: cannot import {path!r}: no module {parts[0]!r} is installed")
+        hint = ""
+        if ":" in path:
+            hint = f"; a class_path has no ':' (a model spec such as 'timm:resnet18' goes in {{'model': {path!r}}})"
+        raise ValueError(f"{where}: class_path must be a dotted path like 'package.module.Class', got {path!r}{hint}")
+    try:
+        return pkgutil.resolve_name(path)
+    except ModuleNotFoundError as exc:  # the first part, which resolve_name requires to be a module
+        if exc.name == parts[0]:
+            raise ValueError(f"{where}: cannot import {path!r}: no module {parts[0]!r} is installed") from None
+        raise ValueError(f"{where}: importing {parts[0]!r} failed: {exc}") from exc
+    except AttributeError as exc:
+        raise _unresolved_attribute(parts, where, exc) from None
+    except Exception as exc:
+        raise ValueError(f"{where}: importing {_failing_module(parts, exc)!r} failed: {type(exc).__name__}: {exc}"
+                         ) from exc
+
+
+def _failing_module(parts: list[str], exc: BaseException) -> str:
+    """The longest prefix of ``parts`` whose module code appears in ``exc``'s traceback (the module whose import
+    raised it), else the whole dotted path."""
+    prefixes = {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+    tb = exc.__traceback__
+    found = ""
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        if name in prefixes and len(name) > len(found):
+            found = name
+        tb = tb.tb_next
+    return found or ".".join(parts)
+
+
+def _unresolved_attribute(parts: list[str], where: str, exc: AttributeError) -> ValueError:
+    """Why :func:`pkgutil.resolve_name` ended in ``exc`` for ``".".join(parts)``: the first name that is neither an
+    attribute nor an importable submodule (with close public names), or the import error of a submodule that exists
+    (resolve_name treats any ImportError of a submodule as "not a module" and goes on with ``getattr``)."""
+    obj: Any = importlib.import_module(parts[0])
+    module_name = parts[0]
+    for attr in parts[1:]:
+        if inspect.ismodule(obj):
+            sub = f"{module_name}.{attr}"
+            try:
+                found = importlib.util.find_spec(sub) is not None
+            except (ImportError, ValueError):  # obj is not a package
+                found = False
+            if found:
+                try:
+                    obj = importlib.import_module(sub)
+                except Exception as err:
+                    return ValueError(f"{where}: importing {sub!r} failed: {type(err).__name__}: {err}")
+                module_name = sub
+                continue
+        if not hasattr(obj, attr):
+            public = [n for n in dir(obj) if not n.startswith("_")]
+            close = difflib.get_close_matches(attr, public, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            return ValueError(f"{where}: {getattr(obj, '__name__', obj)!r} has no attribute {attr!r}{hint}")
+        obj = getattr(obj, attr)
+    # every name resolves now: the AttributeError came from code run while importing
+    return ValueError(f"{where}: importing {'.'.join(parts)!r} failed: AttributeError: {exc}")
 
 
 def _signature(obj: Any) -> inspect.Signature | None:

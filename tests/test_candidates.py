@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
+import sys
 import warnings
 
 import pytest
@@ -286,6 +287,70 @@ def test_explicitly_random_weights_are_fine():
 def test_bad_mappings_name_the_problem(spec, error, message):
     with pytest.raises(error, match=message):
         candidate(spec)
+
+
+class Outer:
+    """Holds a nested network class, for class paths through a class attribute."""
+
+    class Inner(TinyNet):
+        pass
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [
+        ("torch.nn.modulez.Linear", r"'torch\.nn' has no attribute 'modulez'; did you mean 'modules'"),
+        ("torch.nn.Linear.Nope", r"'Linear' has no attribute 'Nope'"),
+        ("torch.nn.", "dotted path like 'package.module.Class', got 'torch.nn.'"),
+        ("torch..nn.Linear", "dotted path like"),
+        ("torch.nn.1Linear", "dotted path like"),
+        ("timm:resnet18", r"got 'timm:resnet18'; a class_path has no ':' .*\{'model': 'timm:resnet18'\}"),
+        ("torch.nn:Linear", "dotted path like"),  # resolve_name's colon form is not a class_path
+    ],
+)
+def test_bad_class_paths_name_the_problem(path, message):
+    with pytest.raises(ValueError, match=message):
+        candidate({"class_path": path})
+
+
+def test_class_path_through_a_class_attribute_and_a_submodule():
+    assert candidate({"class_path": f"{__name__}.Outer.Inner"}).build(num_classes=3).__class__ is Outer.Inner
+    assert candidate({"class_path": "torch.nn.modules.linear.Identity"}).build(num_classes=3).__class__ is nn.Identity
+
+
+@pytest.fixture
+def broken_package(tmp_path, monkeypatch):
+    """``gsp_broken_pkg`` (imports) with submodules that fail to import: a missing dependency, a RuntimeError,
+    an AttributeError; and ``gsp_broken_top`` whose own import needs a missing dependency."""
+    pkg = tmp_path / "gsp_broken_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "needs_dep.py").write_text("import gsp_missing_dependency_xyz\nclass Net: pass\n")
+    (pkg / "raises.py").write_text("raise RuntimeError('boom at import')\n")
+    (pkg / "bad_attr.py").write_text("import os\nos.no_such_function_xyz\n")
+    (tmp_path / "gsp_broken_top.py").write_text("import gsp_missing_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for name in [m for m in sys.modules if m.startswith(("gsp_broken_pkg", "gsp_broken_top"))]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    "path, message",
+    [  # the import error of the module itself, not "has no attribute" (resolve_name skips submodule ImportErrors)
+        ("gsp_broken_pkg.needs_dep.Net",
+         r"importing 'gsp_broken_pkg\.needs_dep' failed: ModuleNotFoundError: No module named "
+         r"'gsp_missing_dependency_xyz'"),
+        ("gsp_broken_pkg.raises.Net", r"importing 'gsp_broken_pkg\.raises' failed: RuntimeError: boom at import"),
+        ("gsp_broken_pkg.bad_attr.Net", r"importing 'gsp_broken_pkg\.bad_attr' failed: AttributeError: .*"
+                                        r"no_such_function_xyz"),
+        ("gsp_broken_top.Net", r"importing 'gsp_broken_top' failed: No module named 'gsp_missing_dependency_xyz'"),
+        ("gsp_broken_pkg.Nett", r"'gsp_broken_pkg' has no attribute 'Nett'"),
+    ],
+)
+def test_class_path_import_errors_name_the_module_and_its_error(broken_package, path, message):
+    with pytest.raises(ValueError, match=message):
+        candidate({"class_path": path})
 
 
 def test_a_factory_returning_something_else_is_a_type_error():
