@@ -275,9 +275,10 @@ def load_teacher(
     Raises:
         FileNotFoundError: ``checkpoint`` is ``None`` or does not exist (the teacher is never downloaded).
         ValueError: the file cannot be read, needs the full unpickler while ``trust_checkpoint`` is False (the
-            message names what the safe unpickler refused and how to re-save the file), holds no weights, its keys do not match the architecture (up to 5
-            missing and 5 unexpected keys are listed, with the counts), or a tensor's shape differs (the message
-            names the parameter, both shapes and the ``num_classes`` / ``in_chans`` that would fit).
+            message names what the safe unpickler refused and how to re-save the file), holds no weights, its keys
+            do not match the architecture (up to 5 missing and 5 unexpected keys are listed, with the counts), or a
+            tensor's shape differs (the message names the parameter, both shapes and the ``num_classes`` /
+            ``in_chans`` that would fit).
     """
     spec = candidate(model)
     how = _HOW_TO_TRAIN.format(model=spec.name)

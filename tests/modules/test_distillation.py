@@ -355,7 +355,8 @@ def test_lr_schedule_is_torch_schedulers_matching_the_documented_formula(total, 
     module = DistillationModule(plain_student(), 2, lr=lr, warmup_fraction=warmup_fraction)
     module._trainer = SimpleNamespace(estimated_stepping_batches=total)
     sched = module.configure_optimizers()["lr_scheduler"]["scheduler"]
-    assert type(sched) is (torch.optim.lr_scheduler.SequentialLR if warmup else torch.optim.lr_scheduler.CosineAnnealingLR)
+    schedulers = torch.optim.lr_scheduler
+    assert type(sched) is (schedulers.SequentialLR if warmup else schedulers.CosineAnnealingLR)
     got = _lrs(module, total + 1)  # steps 0 .. total (the last one is where the cosine reaches 0)
     for step, per_group in enumerate(got):
         want = _documented_lr(step, total, warmup, lr)
