@@ -4,7 +4,9 @@
   optionally restricted to a subset of archs (those a proxy cache has scores for).
 * :class:`TabularEvaluator` - "training" an arch is a table lookup: the reward is its 12-epoch validation accuracy
   (the NAS-Bench-201 paper's protocol for REA, RS, REINFORCE and BOHB: ``hp='12'`` on ``cifar10-valid``) and the
-  cost is a *simulated* number of seconds (see :class:`ParamsCostModel`), charged against the search budget.
+  cost is a *simulated* number of seconds (see :class:`ParamsCostModel`), charged against the search budget. For
+  multi-fidelity strategies (BOHB) it also trains to 200 epochs (``evaluate_at(arch, 200)``: the 200-epoch
+  validation accuracy, at ``200 / 12`` times the 12-epoch cost).
 * :class:`CachedScorer` - a proxy's scores read from a ``gradsign-bench correlate`` cache directory.
 """
 
@@ -15,7 +17,7 @@ import math
 import os
 import random
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,10 @@ which is not available here. The NB-201 baselines charge ``train-all-time + vali
 run per evaluation (D-X-Y/AutoDL-Projects ``R_EA.py``, ``train_and_eval``)."""
 
 NB201_EPOCHS = 12
+"""Epochs of the NB-201 runs the search reward comes from (``hp='12'``), and that :class:`ParamsCostModel` costs."""
+
+NB201_FULL_EPOCHS = 200
+"""Epochs of NB-201's full training (``hp='200'``), whose accuracies the tables report."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,21 +183,47 @@ REPORT_COLUMNS = ("cifar10_valid", "cifar10_test", "cifar100_valid", "cifar100_t
 
 
 class TabularEvaluator:
-    """``evaluate(arch) -> (reward %, simulated seconds)`` from the NB-201 table.
+    """``evaluate(arch) -> (reward %, simulated seconds)`` from the NB-201 table, at one or several fidelities.
+
+    A :class:`~gradsign_pl.search.strategies.MultiFidelityEvaluator`: ``fidelities`` are the training epochs the
+    table has results for, ascending -- by default 12 (``{dataset}_{reward}``, NB-201's ``hp='12'`` validation
+    accuracy) and 200 (``{dataset}_valid``, the full training's validation accuracy; present when the table has
+    that column). ``evaluate(arch)`` is the lowest fidelity. Training to ``e`` epochs costs the cost model's
+    seconds times ``e / cost_epochs``: the cost model gives seconds for ``cost_epochs`` (12) epochs, so a
+    200-epoch evaluation costs ``200 / 12`` times a 12-epoch one (the table has no per-arch training times, see
+    :class:`ParamsCostModel`; time proportional to epochs is an assumption).
 
     Args:
         table: an :class:`NB201Table`, or a path for :func:`load_table` (``None``: the data directory).
         dataset: ``cifar10``, ``cifar100`` or ``imagenet16`` - the search dataset.
-        reward: column suffix of the reward, default ``valid_12ep`` (NB-201's ``hp='12'`` validation accuracy).
-        cost_model: anything with ``costs(table) -> array`` of seconds per arch (default :class:`ParamsCostModel`).
+        reward: column suffix of the 12-epoch reward, default ``valid_12ep`` (used when ``fidelities`` is not
+            given).
+        cost_model: anything with ``costs(table) -> array`` of seconds per arch for ``cost_epochs`` epochs
+            (default :class:`ParamsCostModel`).
+        fidelities: epochs -> column suffix of the validation accuracy after training that long (default
+            ``{12: reward, 200: "valid"}``, without 200 when the table lacks the column).
+        cost_epochs: the epochs the cost model's seconds are for (> 0).
     """
 
     def __init__(self, table: NB201Table | str | os.PathLike | None = None, dataset: str = "cifar10",
-                 reward: str = "valid_12ep", cost_model: Any = None) -> None:
+                 reward: str = "valid_12ep", cost_model: Any = None, *,
+                 fidelities: Mapping[int, str] | None = None, cost_epochs: float = NB201_EPOCHS) -> None:
         self.table = table if isinstance(table, NB201Table) else load_table(table)
         self.dataset = dataset
-        self.reward_column = f"{dataset}_{reward}"
-        self.rewards = self.table.column(self.reward_column)
+        if fidelities is None:
+            fidelities = {NB201_EPOCHS: reward}
+            if f"{dataset}_valid" in self.table.columns and reward != "valid":
+                fidelities[NB201_FULL_EPOCHS] = "valid"
+        if not fidelities or any(not (isinstance(e, (int, float)) and 0 < e < math.inf) for e in fidelities):
+            raise ValueError(f"fidelities must map epochs > 0 to column suffixes, got {fidelities!r}")
+        if not (isinstance(cost_epochs, (int, float)) and 0 < cost_epochs < math.inf):
+            raise ValueError(f"cost_epochs must be a positive number, got {cost_epochs!r}")
+        self.fidelities: tuple[float, ...] = tuple(sorted(fidelities))
+        self.fidelity_columns = {e: f"{dataset}_{fidelities[e]}" for e in self.fidelities}
+        self._rewards = {e: self.table.column(c) for e, c in self.fidelity_columns.items()}
+        self.reward_column = self.fidelity_columns[self.fidelities[0]]
+        self.rewards = self._rewards[self.fidelities[0]]
+        self.cost_epochs = cost_epochs
         self.cost_model = cost_model if cost_model is not None else ParamsCostModel()
         self.costs = np.asarray(self.cost_model.costs(self.table), dtype=np.float64)
 
@@ -199,11 +231,20 @@ class TabularEvaluator:
     def settings(self) -> dict[str, Any]:
         """What the rewards and costs depend on (for resume checks)."""
         model = dataclasses.asdict(self.cost_model) if dataclasses.is_dataclass(self.cost_model) else repr(self.cost_model)
-        return {"reward": self.reward_column, "cost_model": model, "table_rows": len(self.table)}
+        return {"reward": self.reward_column, "cost_model": model, "table_rows": len(self.table),
+                "fidelities": {f"{e:g}": c for e, c in self.fidelity_columns.items()}, "cost_epochs": self.cost_epochs}
 
     def evaluate(self, arch: str) -> tuple[float, float]:
+        """``(reward %, seconds)`` at the lowest fidelity (12 epochs by default)."""
+        return self.evaluate_at(arch, self.fidelities[0])
+
+    def evaluate_at(self, arch: str, fidelity: float) -> tuple[float, float]:
+        """``(validation accuracy %, simulated seconds)`` of training ``arch`` for ``fidelity`` epochs (one of
+        :attr:`fidelities`): the cost model's seconds scaled by ``fidelity / cost_epochs``."""
+        if fidelity not in self._rewards:
+            raise ValueError(f"no results after {fidelity!r} epochs in the table; fidelities: {self.fidelities}")
         i = self.table.index_of(arch)
-        return float(self.rewards[i]), float(self.costs[i])
+        return float(self._rewards[fidelity][i]), float(self.costs[i] * fidelity / self.cost_epochs)
 
     def report(self, arch: str) -> dict[str, float]:
         """The 200-epoch validation/test accuracies of ``arch`` on the three datasets (:data:`REPORT_COLUMNS`)."""

@@ -97,6 +97,28 @@ def test_evaluator_on_a_synthetic_table():
         ev.evaluate(ARCHS[100])
 
 
+def test_evaluator_has_12_and_200_epoch_fidelities():
+    from gradsign_pl.search.strategies import MultiFidelityEvaluator
+
+    table = synthetic_table()
+    ev = TabularEvaluator(table, cost_model=ParamsCostModel(mean_seconds=100.0, fixed_fraction=0.25))
+    assert isinstance(ev, MultiFidelityEvaluator) and ev.fidelities == (12, 200)
+    assert ev.evaluate_at(ARCHS[3], 12) == ev.evaluate(ARCHS[3])
+    reward, cost = ev.evaluate_at(ARCHS[3], 200)
+    assert reward == table.columns["cifar10_valid"][3]  # the 200-epoch validation accuracy
+    assert cost == pytest.approx(ev.costs[3] * 200 / 12)  # charged 200/12 of the 12-epoch cost
+    assert ev.settings["fidelities"] == {"12": "cifar10_valid_12ep", "200": "cifar10_valid"}
+    with pytest.raises(ValueError, match="no results after 100 epochs"):
+        ev.evaluate_at(ARCHS[3], 100)
+    # a table without the 200-epoch column has one fidelity; explicit fidelities must exist in the table
+    cols = {c: v for c, v in table.columns.items() if c != "cifar10_valid"}
+    assert TabularEvaluator(NB201Table(table.archs, cols, "no200")).fidelities == (12,)
+    with pytest.raises(KeyError, match="cifar10_test_12ep"):
+        TabularEvaluator(table, fidelities={12: "valid_12ep", 13: "test_12ep"})
+    with pytest.raises(ValueError, match="cost_epochs"):
+        TabularEvaluator(table, cost_epochs=0)
+
+
 @pytest.mark.shared_data
 def test_evaluator_on_the_real_table(shared_data):
     table = load_table(shared_data)
@@ -106,6 +128,7 @@ def test_evaluator_on_the_real_table(shared_data):
     reward, cost = ev.evaluate(arch)
     assert reward == pytest.approx(82.834)  # cifar10_valid_12ep of index 1
     assert 60 < ev.costs.min() < cost < ev.costs.max() < 300
+    assert ev.evaluate_at(arch, 200) == (pytest.approx(90.769333), pytest.approx(cost * 200 / 12))  # cifar10_valid
     report = ev.report(arch)
     assert report["cifar10_test"] == pytest.approx(93.66) and report["imagenet16_valid"] == pytest.approx(44.0)
     assert list(report) == list(REPORT_COLUMNS)
