@@ -12,7 +12,8 @@ Registered strategies (``create_strategy(name, **kwargs)``; each is deterministi
 * ``"rs"`` / ``"g-rs"`` -- :class:`RandomSearch`
 * ``"rea"`` / ``"g-rea"`` -- :class:`RegularizedEvolution`
 * ``"reinforce"`` / ``"g-reinforce"`` -- :class:`Reinforce`
-* ``"bohb"`` / ``"g-bohb"`` -- :class:`Bohb` (optuna TPE; see its docstring for what "fidelity" means here)
+* ``"bohb"`` / ``"g-bohb"`` -- :class:`Bohb` (optuna TPE proposals, Hyperband brackets over the evaluator's
+  fidelities; needs a :class:`MultiFidelityEvaluator`, e.g. NB-201's 12- and 200-epoch results)
 
 Budget accounting (one helper, :class:`_Ledger`, shared by every strategy):
 
@@ -30,7 +31,11 @@ Budget accounting (one helper, :class:`_Ledger`, shared by every strategy):
 3. Otherwise its cost is added to ``spent_seconds`` and the evaluation counts. With ``charge_scoring`` every
    proxy call also adds its scoring seconds when it is made (the GradSign paper did not charge proxy time; its code
    adds the wall-clock of a table look-up, i.e. ~0).
-4. The best is the evaluated architecture with the highest reward (the first one reaching it on ties).
+4. The best is the evaluated architecture with the highest reward (the first one reaching it on ties). With
+   several fidelities (BOHB) rewards at different fidelities are not comparable (a 12-epoch accuracy is far below
+   a 200-epoch one), so the best is the highest reward *at the highest fidelity evaluated so far*, as in BOHB
+   (hpbandster's incumbent is the best result on the largest budget). Every evaluation, at any fidelity, is one
+   evaluation of ``max_evaluations`` and is charged what the evaluator says it costs.
 
 Nothing is cached: an architecture drawn twice is evaluated (and charged) twice, as in the reference code.
 Proxy scores that are not finite rank below every finite score; ties go to the first candidate of the pool
@@ -51,13 +56,14 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from gradsign_pl._registry import Registry
+from gradsign_pl.registry import Registry
 
 __all__ = [
     "Bohb",
     "Budget",
     "CellSpace",
     "Evaluator",
+    "MultiFidelityEvaluator",
     "RandomSearch",
     "RegularizedEvolution",
     "Reinforce",
@@ -65,7 +71,7 @@ __all__ = [
     "SearchTrace",
     "Strategy",
     "create_strategy",
-    "hyperband_bracket_sizes",
+    "hyperband_brackets",
     "list_strategies",
     "register_strategy",
 ]
@@ -105,6 +111,22 @@ class Evaluator(Protocol):
 
     def evaluate(self, arch: str) -> tuple[float, float]:
         """``(reward, cost)``: validation accuracy in percent and simulated training seconds (>= 0)."""
+
+
+@runtime_checkable
+class MultiFidelityEvaluator(Evaluator, Protocol):
+    """Simulated training to one of several budgets (NAS-Bench-201: 12 or 200 epochs).
+
+    Attributes:
+        fidelities: the budgets it can train to, ascending (e.g. ``(12, 200)`` epochs); ``evaluate(arch)`` is
+            ``evaluate_at(arch, fidelities[0])``.
+    """
+
+    fidelities: tuple[float, ...]
+
+    def evaluate_at(self, arch: str, fidelity: float) -> tuple[float, float]:
+        """``(reward, cost)`` of training ``arch`` from scratch to ``fidelity`` (one of :attr:`fidelities`):
+        validation accuracy in percent and simulated seconds (>= 0)."""
 
 
 #: A zero-cost proxy: ``arch -> (score, seconds)``; a higher score is better, ``seconds`` is what scoring took.
@@ -151,9 +173,12 @@ class SearchTrace:
         history: one dict per counted evaluation, in order: ``arch``, ``reward`` (%), ``cost`` (s),
             ``spent_seconds`` (after it, scoring seconds included when charged), ``evaluations`` (after it, 1-based),
             ``scored`` (proxy calls so far), ``score`` (proxy score of this arch, ``None`` if it was not scored),
-            ``best_arch`` and ``best_reward`` (so far).
-        best_arch: the evaluated architecture with the highest reward (``None`` when nothing was evaluated).
-        best_reward: its reward (``-inf`` when nothing was evaluated).
+            ``fidelity`` (the budget it was trained to, e.g. epochs; ``None``: ``evaluator.evaluate``'s only one),
+            ``best_arch``, ``best_reward`` and ``best_fidelity`` (so far).
+        best_arch: the evaluated architecture with the highest reward at the highest fidelity evaluated (``None``
+            when nothing was evaluated).
+        best_reward: its reward at ``best_fidelity`` (``-inf`` when nothing was evaluated).
+        best_fidelity: the fidelity of ``best_reward`` (``None`` for single-fidelity evaluations).
         spent_seconds: simulated seconds charged: costs of the counted evaluations (+ scoring seconds of every proxy
             call with ``charge_scoring``).
         evaluations: counted evaluations (``len(history)``).
@@ -175,6 +200,7 @@ class SearchTrace:
     evaluations: int
     proxy_calls: int
     scoring_seconds: float = 0.0
+    best_fidelity: float | None = None
     discarded: dict[str, Any] | None = None
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     budget: dict[str, Any] | None = None
@@ -297,14 +323,18 @@ class _Ledger:
         i = int(np.argmax(scores))
         return i, scores[i]
 
-    def evaluate(self, arch: str, score: float | None = None) -> float | None:
+    def evaluate(self, arch: str, score: float | None = None, fidelity: float | None = None) -> float | None:
         """Evaluate ``arch`` if budget is left and charge it; ``None`` when nothing was left or it was discarded.
 
+        ``fidelity``: train to this budget (``evaluator.evaluate_at``); ``None``: ``evaluator.evaluate``.
         ``None`` means the search must stop.
         """
         if self.exhausted():
             return None
-        reward, cost = self.evaluator.evaluate(arch)
+        if fidelity is None:
+            reward, cost = self.evaluator.evaluate(arch)
+        else:
+            reward, cost = self.evaluator.evaluate_at(arch, fidelity)  # type: ignore[attr-defined]
         reward, cost = float(reward), float(cost)
         if not (math.isfinite(cost) and cost >= 0):
             raise ValueError(f"the evaluator returned cost {cost!r} for {arch!r}; need a finite number >= 0")
@@ -317,15 +347,20 @@ class _Ledger:
             return None
         t.spent_seconds += cost
         t.evaluations += 1
-        if reward > t.best_reward:
-            t.best_arch, t.best_reward = arch, reward
+        if _rank(fidelity, reward) > _rank(t.best_fidelity, t.best_reward):
+            t.best_arch, t.best_reward, t.best_fidelity = arch, reward, fidelity
         t.history.append({
             "arch": arch, "reward": reward, "cost": cost, "spent_seconds": t.spent_seconds,
-            "evaluations": t.evaluations, "scored": t.proxy_calls, "score": score,
-            "best_arch": t.best_arch, "best_reward": t.best_reward,
+            "evaluations": t.evaluations, "scored": t.proxy_calls, "score": score, "fidelity": fidelity,
+            "best_arch": t.best_arch, "best_reward": t.best_reward, "best_fidelity": t.best_fidelity,
         })
         self.progress(spent=t.spent_seconds, evaluations=t.evaluations, best=t.best_reward)
         return reward
+
+
+def _rank(fidelity: float | None, reward: float) -> tuple[float, float]:
+    """Incumbent order: a higher fidelity first (``None``, the single-fidelity case, lowest), then the reward."""
+    return (-math.inf if fidelity is None else float(fidelity), reward)
 
 
 @contextlib.contextmanager
@@ -632,16 +667,26 @@ class _Adam:
 # --------------------------------------------------------------------------------------------------------- bohb
 
 
-def hyperband_bracket_sizes(min_fidelity: float, max_fidelity: float, eta: int) -> list[int]:
-    """Configurations in the first rung of each Hyperband bracket, most exploratory first (Li et al. 2018).
+def hyperband_brackets(levels: int, eta: int) -> list[list[int]]:
+    """The successive-halving brackets of one Hyperband iteration over ``levels`` fidelity levels (Li et al. 2018).
 
-    ``s_max`` is the largest ``s`` with ``min_fidelity * eta**s <= max_fidelity``; bracket ``s`` (``s_max`` down to
-    0) starts ``ceil((s_max + 1) * eta**s / (s + 1))`` configurations. NAS-Bench-201 BOHB (12, 200, 3) -> [9, 5, 3].
+    ``s_max = levels - 1``; bracket ``s`` (``s_max`` down to 0, most exploratory first) starts
+    ``n = ceil((s_max + 1) * eta**s / (s + 1))`` configurations at level ``s_max - s`` and keeps
+    ``floor(n * eta**-i)`` of them at its ``i``-th rung, i.e. the top ``1/eta`` of a rung are promoted to the next
+    level, up to the highest. Returns, per bracket, the configurations at each of its rungs (a bracket with ``k``
+    rungs starts at level ``levels - k``). Li et al.'s Table 1 (5 levels, 1 to 81 epochs, eta 3):
+    ``[[81, 27, 9, 3, 1], [34, 11, 3, 1], [15, 5, 1], [8, 2], [5]]``; NAS-Bench-201's two levels (12 and 200
+    epochs) with eta 16: ``[[16, 1], [2]]``.
     """
-    s_max = 0
-    while min_fidelity * eta ** (s_max + 1) <= max_fidelity:
-        s_max += 1
-    return [-(-((s_max + 1) * eta**s) // (s + 1)) for s in range(s_max, -1, -1)]
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
+    _check_int("eta", eta, 2)
+    s_max = levels - 1
+    brackets = []
+    for s in range(s_max, -1, -1):
+        n = -(-((s_max + 1) * eta**s) // (s + 1))
+        brackets.append([n // eta**i for i in range(s + 1)])
+    return brackets
 
 
 @contextlib.contextmanager
@@ -658,55 +703,67 @@ def _quiet_optuna() -> Iterator[None]:
 
 @dataclasses.dataclass
 class Bohb(_Base):
-    """BOHB-style search with optuna's TPE over one categorical op per edge, and its assisted variant G-BOHB.
+    """BOHB (Falkner et al. 2018): TPE proposals evaluated in Hyperband brackets, and its assisted variant G-BOHB.
 
-    **Fidelity.** BOHB (Falkner et al. 2018) runs Hyperband over a fidelity (epochs) and fits its density model
-    on the results. The tabular :class:`Evaluator` gives one reward per architecture, with no learning curve, so
-    there is nothing to stop early and no lower-fidelity measurement to promote from. The NAS-Bench-201 reference
-    (``exps/algos/BOHB.py``: ``min_budget=12, max_budget=200, eta=3``) ignores the budget too: its worker returns
-    the same 12-epoch accuracy at every budget and charges the full cost again each time a configuration is
-    promoted. Here no evaluation is repeated and no pruner is attached (``optuna.pruners.HyperbandPruner`` would
-    have no intermediate values to act on); Hyperband only sets the *round sizes*: rounds cycle through the
-    brackets of :func:`hyperband_bracket_sizes` ``(min_fidelity, max_fidelity, eta)`` (defaults: 9, 5, 3, 9, ...),
-    and a round asks TPE for all its configurations before telling any result, so TPE's model is refit between
-    rounds, as BOHB's is between Hyperband iterations. ``min_fidelity``/``max_fidelity`` are therefore epochs in
-    name only: they and ``eta`` only shape these round sizes. A multi-fidelity evaluator (e.g. an
-    ``evaluate_at(arch, epochs)``) is not supported.
+    **Fidelities.** The evaluator must be a :class:`MultiFidelityEvaluator`; its ``fidelities`` (ascending) are
+    the rungs. On tabular NAS-Bench-201 (:class:`~gradsign_pl.search.nb201_tabular.TabularEvaluator`) they are the
+    two budgets the table really has: 12 epochs (reward ``cifar10_valid_12ep``) and 200 epochs (``cifar10_valid``),
+    a 200-epoch evaluation charged ``200 / 12`` times the 12-epoch cost of the same arch. A promoted arch is
+    trained again from scratch at the higher fidelity and charged its full cost (NB-201's 12- and 200-epoch runs
+    are separate trainings with their own learning-rate schedules; one cannot be continued into the other).
 
-    Each configuration: ``study.ask()``, then ``trial.suggest_categorical(f"edge{e}", range(num_ops))`` per edge,
-    evaluated; rewards are told (maximised) at the end of the round. Model: ``optuna.samplers.TPESampler(seed=seed,
-    n_startup_trials=n_startup_trials)`` (optuna defaults otherwise; the reference's hpbandster KDE settings --
-    ``random_fraction=0.33``, ``num_samples=64``, ``bandwidth_factor=3``, ``min_bandwidth=0.3`` -- have no exact
-    counterpart). Deterministic for a seed (single-threaded, in-memory study).
+    **Brackets.** One Hyperband iteration runs the brackets of :func:`hyperband_brackets` ``(len(fidelities),
+    eta)``, most exploratory first; iterations repeat until the budget is spent. Each bracket is synchronous
+    successive halving: it asks TPE for all its configurations, evaluates them at its first rung, then promotes
+    the top ``1/eta`` by reward (ties: the first evaluated) to the next fidelity, and so on. With the two NB-201
+    levels and the default ``eta = 16`` the brackets are ``[16, 1]`` (16 archs at 12 epochs, the best one
+    retrained for 200) and ``[2]`` (2 archs trained for 200 epochs directly): Hyperband with ``R = 200`` epochs
+    and ``eta = 16`` has ``s_max = floor(log_16(200 / 12)) = 1`` and a lower rung of ``200 / 16 = 12.5`` epochs,
+    served by the 12-epoch results; both brackets spend about the same (``16 * 12 + 200 = 392`` against
+    ``2 * 200 = 400`` epochs), as Hyperband intends. ``eta`` in 5..16 gives two levels too; NAS-Bench-201's own
+    BOHB used ``eta = 3`` (rungs of 22, 67 and 200 epochs, which the table does not have, so it returned the
+    12-epoch accuracy at every budget); ``eta = 3`` on the two real levels gives brackets ``[3, 1]`` and ``[2]``,
+    whose costs are far from balanced. ``optuna.pruners.HyperbandPruner`` is not used: it is asynchronous
+    (a trial is promoted when it beats the ``1/eta`` quantile of those that reached its rung *so far*), assigns
+    brackets by a hash of the trial number, and places rungs at ``min_resource * eta**k`` steps, not on the two
+    budgets the table has.
 
-    Assisted (``"g-bohb"``): each configuration TPE would propose is replaced by the best-scoring of ``pool_size``
-    TPE proposals (``pool_size`` asks from the same model state); the chosen trial is evaluated and told with its
-    reward, the others are told ``FAIL`` right away (TPE ignores failed trials, so proxy-rejected proposals neither
-    count as good nor as bad). This departs from the authors' code (``hpbandster/.../config_generators/bohb.py``),
-    which discards the KDE proposal and returns the best-scoring of 10 *uniformly random* architectures -- i.e.
-    G-RS driven by Hyperband.
+    **Model.** One optuna study, ``optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)``
+    (optuna defaults otherwise; in optuna 5 these are the multivariate TPE, close to BOHB's multivariate KDE, and
+    ``constant_liar``: configurations drawn but not yet told count among the bad ones, which spreads the
+    proposals of one bracket), one categorical ``edge{e}`` per edge; one trial per configuration, which reports
+    its reward at each rung it reaches (``trial.report(reward, step=level)``, ``level`` = 0 for the lowest
+    fidelity). A configuration stopped by successive halving is told ``PRUNED``; one that reaches the highest
+    fidelity is told ``COMPLETE`` with its highest-fidelity reward. TPE ranks complete trials above pruned ones and
+    pruned ones by the level they reached, then by their reward there -- optuna's own multi-fidelity order, where
+    BOHB instead fits its KDE on the largest budget with at least ``d + 1`` results (the hpbandster KDE settings
+    -- ``random_fraction=0.33``, ``num_samples=64``, ``bandwidth_factor=3``, ``min_bandwidth=0.3`` -- have no
+    exact counterpart either). Deterministic for a seed (single-threaded, in-memory study).
+
+    **Result.** The incumbent: the best reward at the highest fidelity evaluated (on NB-201: the best 200-epoch
+    validation accuracy once any arch was trained that long), see the module docstring.
+
+    Assisted (``"g-bohb"``): each new configuration of a bracket is the best-scoring of ``pool_size`` TPE proposals
+    (``pool_size`` asks from the same model state); the others are told ``FAIL`` right away (TPE ignores failed
+    trials, so proxy-rejected proposals count neither as good nor as bad). Promotions are decided by reward, not
+    scored. This departs from the authors' code (``hpbandster/.../config_generators/bohb.py``), which discards the
+    KDE proposal and returns the best-scoring of 10 *uniformly random* architectures -- i.e. G-RS driven by
+    Hyperband.
 
     Args:
-        min_fidelity: smallest Hyperband budget (NAS-Bench-201: 12); > 0.
-        max_fidelity: largest Hyperband budget (NAS-Bench-201: 200); >= ``min_fidelity``.
-        eta: Hyperband reduction factor (NAS-Bench-201: 3); integer >= 2.
-        n_startup_trials: random trials before TPE models (optuna default 10); >= 0.
-        pool_size: TPE proposals scored per evaluation (assisted only; authors: 10 random archs); >= 1.
+        eta: Hyperband reduction factor: the top ``1/eta`` of a rung are promoted; integer >= 2 (default 16, see
+            above).
+        n_startup_trials: configurations drawn at random before TPE models (optuna default 10); >= 0.
+        pool_size: TPE proposals scored per new configuration (assisted only; authors: 10 random archs); >= 1.
         assisted: set by the registry name.
     """
 
-    min_fidelity: float = 12
-    max_fidelity: float = 200
-    eta: int = 3
+    eta: int = 16
     n_startup_trials: int = 10
     pool_size: int = 10
     assisted: bool = False
 
     def __post_init__(self) -> None:
-        _check_float("min_fidelity", self.min_fidelity, 0.0, math.inf, high_open=True)
-        _check_float("max_fidelity", self.max_fidelity, 0.0, math.inf, high_open=True)
-        if self.max_fidelity < self.min_fidelity:
-            raise ValueError(f"max_fidelity ({self.max_fidelity}) must be >= min_fidelity ({self.min_fidelity})")
         _check_int("eta", self.eta, 2)
         _check_int("n_startup_trials", self.n_startup_trials, 0)
         _check_int("pool_size", self.pool_size, 1)
@@ -716,7 +773,14 @@ class Bohb(_Base):
         import optuna
         from optuna.trial import TrialState
 
-        rounds = hyperband_bracket_sizes(self.min_fidelity, self.max_fidelity, self.eta)
+        evaluator = ledger.evaluator
+        if not isinstance(evaluator, MultiFidelityEvaluator):
+            raise TypeError(f"{self.name} needs a MultiFidelityEvaluator (fidelities and evaluate_at(arch, "
+                            f"fidelity)); {type(evaluator).__name__} has one fidelity only")
+        fidelities = tuple(evaluator.fidelities)
+        if not fidelities or any(b <= a for a, b in zip(fidelities, fidelities[1:])):
+            raise ValueError(f"evaluator.fidelities must be non-empty and ascending, got {fidelities!r}")
+        brackets = hyperband_brackets(len(fidelities), self.eta)
         choices = list(range(space.num_ops))
 
         def propose() -> tuple[optuna.Trial, str]:
@@ -724,37 +788,50 @@ class Bohb(_Base):
             ops = [trial.suggest_categorical(f"edge{e}", choices) for e in range(space.num_edges)]
             return trial, space.decode(ops)
 
+        def new_config() -> tuple[optuna.Trial, str, float | None]:
+            if not self.assisted:
+                return (*propose(), None)
+            proposals = [propose() for _ in range(self.pool_size)]
+            i, score = ledger.best_index([a for _, a in proposals])
+            for j, (t, _) in enumerate(proposals):
+                if j != i:
+                    study.tell(t, state=TrialState.FAIL)
+            return (*proposals[i], score)
+
         with _quiet_optuna():
             sampler = optuna.samplers.TPESampler(seed=seed % (2**32), n_startup_trials=self.n_startup_trials)
             study = optuna.create_study(direction="maximize", sampler=sampler)
-            bracket = 0
-            while not ledger.exhausted():
-                done: list[tuple[optuna.Trial, float]] = []
-                stop = False
-                for _ in range(rounds[bracket % len(rounds)]):
-                    if ledger.exhausted():
-                        stop = True
-                        break
-                    if self.assisted:
-                        proposals = [propose() for _ in range(self.pool_size)]
-                        i, score = ledger.best_index([a for _, a in proposals])
-                        chosen, arch = proposals[i]
-                        for j, (t, _) in enumerate(proposals):
-                            if j != i:
-                                study.tell(t, state=TrialState.FAIL)
-                    else:
-                        chosen, arch = propose()
-                        score = None
-                    reward = ledger.evaluate(arch, score)
-                    if reward is None:
-                        stop = True
-                        break
-                    done.append((chosen, reward))
-                for trial, reward in done:
-                    study.tell(trial, reward)
-                if stop:
-                    return
-                bracket += 1
+            while True:
+                for rungs in brackets:
+                    level = len(fidelities) - len(rungs)  # the bracket's first rung
+                    # rung 0: new configurations, each evaluated as soon as it is drawn (none is told before the
+                    # rung is complete, so all come from the same model state, as if drawn at once)
+                    results: list[tuple[optuna.Trial, str, float]] = []
+                    for _ in range(rungs[0]):
+                        if ledger.exhausted():
+                            return
+                        trial, arch, score = new_config()
+                        reward = ledger.evaluate(arch, score, fidelities[level])
+                        if reward is None:
+                            return
+                        trial.report(reward, step=level)
+                        results.append((trial, arch, reward))
+                    for keep in rungs[1:]:
+                        # successive halving: the top `keep` (= 1/eta) of this rung go on, the others are pruned
+                        ranked = sorted(range(len(results)), key=lambda k: -results[k][2])  # stable: ties by order
+                        for k in ranked[keep:]:
+                            study.tell(results[k][0], state=TrialState.PRUNED)
+                        promoted = [results[k][:2] for k in sorted(ranked[:keep])]
+                        level += 1
+                        results = []
+                        for trial, arch in promoted:
+                            reward = ledger.evaluate(arch, None, fidelities[level])
+                            if reward is None:
+                                return
+                            trial.report(reward, step=level)
+                            results.append((trial, arch, reward))
+                    for trial, _, reward in results:  # reached the highest fidelity
+                        study.tell(trial, reward)
 
 
 # ------------------------------------------------------------------------------------------------ registration
