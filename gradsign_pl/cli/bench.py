@@ -183,8 +183,10 @@ def nas(
 
     Training an arch is simulated: its reward is the 12-epoch CIFAR-10 validation accuracy of the table, and it
     costs simulated seconds (12 epochs x epoch_seconds on average, scaled by the parameter count; see
-    gradsign_pl.search.nb201_tabular.ParamsCostModel). Each run is appended to runs.jsonl as it finishes; run the
-    same command again to resume. Writes nas.csv, nas.json, nas.md and nas_curves.png.
+    gradsign_pl.search.nb201_tabular.ParamsCostModel). bohb and g-bohb also train archs for 200 epochs (the
+    200-epoch validation accuracy, at 200/12 of the 12-epoch cost) in Hyperband brackets. Each run is appended to
+    runs.jsonl as it finishes; run the same command again to resume. Writes nas.csv, nas.json, nas.md and
+    nas_curves.png.
 
     Args:
         cache: a gradsign-bench correlate output directory with the proxy's scores

@@ -3,9 +3,15 @@
 Every strategy runs ``runs`` times (seeds ``seed .. seed+runs-1``) under the same budget of simulated training
 seconds. Each finished run is appended to ``runs.jsonl`` in the output directory at once; calling again with the
 same settings skips the ``(strategy, seed)`` pairs already there, and other settings are refused (``meta.json``,
-as for :class:`~gradsign_pl.studies.cache.ScoreCache`). The report gives the final incumbent's 200-epoch
+as for :class:`~gradsign_pl.scoring.cache.ScoreCache`). The report gives the final incumbent's 200-epoch
 accuracies (mean ± std per strategy) beside the paper's Table 5.5, and a plot of the mean incumbent 12-epoch
 reward against the spent budget.
+
+Multi-fidelity strategies (``bohb``) also train archs to 200 epochs (``evaluator.evaluate_at``) and return the
+best 200-epoch result; every evaluation, at any fidelity, is charged to the same budget. So that all rows measure
+the same thing, the "12-ep reward" column and the curves use the search-fidelity reward (``evaluator.evaluate``,
+a table look-up, charged to nothing) of whatever arch each strategy holds as its incumbent, and the evaluations
+column says how many were at a higher fidelity.
 
 The strategies come from :mod:`gradsign_pl.search.strategies` (``create_strategy``); names starting with ``g-``
 are proxy-assisted and get the scorer.
@@ -26,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from gradsign_pl.search.nb201_tabular import REPORT_COLUMNS
-from gradsign_pl.studies.cache import append_jsonl, iter_jsonl
+from gradsign_pl.scoring.cache import append_jsonl, iter_jsonl
 from gradsign_pl.studies.selection import COLUMN_TITLES
 
 DEFAULT_STRATEGIES = ("rs", "g-rs", "rea", "g-rea", "reinforce", "g-reinforce", "bohb", "g-bohb")
@@ -69,6 +75,9 @@ class NasRow:
     proxy_calls: float
     spent_seconds: float
     paper: dict[str, tuple[float, float]] | None = None
+    evaluations_by_fidelity: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Mean evaluations per run at each fidelity (e.g. ``{"12": 32.4, "200": 3.4}`` epochs); empty for
+    strategies that only call ``evaluate``."""
 
 
 @dataclasses.dataclass
@@ -137,18 +146,34 @@ def read_runs(out: str | os.PathLike) -> dict[tuple[str, int], dict[str, Any]]:
     return done
 
 
-def _curve(history: Sequence[Mapping[str, Any]]) -> list[list[float]]:
-    """``[spent_seconds, best_reward]`` at every improvement of the incumbent, plus the last step."""
+def _curve(history: Sequence[Mapping[str, Any]], reward_of: Callable[[str], float] | None = None) -> list[list[float]]:
+    """``[spent_seconds, reward]`` at every change of the incumbent, plus the last step.
+
+    ``reward`` is ``reward_of(best_arch)`` (the search-fidelity reward of the incumbent) when given, else the
+    history's ``best_reward``.
+    """
     points: list[list[float]] = []
-    last_best = None
+    last = None
     for k, h in enumerate(history):
         best = h.get("best_reward")
         if best is None:
             continue
-        if best != last_best or k == len(history) - 1:
-            points.append([float(h.get("spent_seconds", math.nan)), float(best)])
-            last_best = best
+        arch = h.get("best_arch")
+        value = reward_of(arch) if reward_of is not None and arch is not None else best
+        if value != last or k == len(history) - 1:
+            points.append([float(h.get("spent_seconds", math.nan)), float(value)])
+            last = value
     return points
+
+
+def _by_fidelity(history: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Evaluations per fidelity (``{"12": n, "200": m}``); empty when no evaluation named one."""
+    counts: dict[str, int] = {}
+    for h in history:
+        if h.get("fidelity") is not None:
+            key = f"{h['fidelity']:g}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 @dataclasses.dataclass
@@ -198,7 +223,7 @@ def run_nas(
         budget_seconds, max_evaluations, charge_scoring: the search budget (``Budget`` of the strategies module;
             ``charge_scoring`` also charges the scorer's seconds to it).
         space, evaluator, scorer: a ``CellSpace``, an ``Evaluator`` (with ``report(arch)`` for the 200-epoch
-            accuracies) and a ``Scorer``.
+            accuracies; a ``MultiFidelityEvaluator`` for ``bohb``) and a ``Scorer``.
         pool_size: candidates scored per proposal by assisted strategies (their default when ``None``).
         strategy_kwargs: extra constructor arguments per strategy name.
         factory: ``factory(name, **kwargs) -> Strategy`` (default ``create_strategy``).
@@ -238,15 +263,26 @@ def run_nas(
     todo = [(name, s) for name in strategies for s in range(seed, seed + runs) if (name, s) not in done]
     path = out / RUNS_FILE
 
+    memo: dict[str, float] = {}
+
+    def search_reward(arch: str) -> float:
+        """The search-fidelity reward of ``arch`` (a look-up for the report; nothing is charged)."""
+        if arch not in memo:
+            memo[arch] = float(evaluator.evaluate(arch)[0])
+        return memo[arch]
+
     def one(name: str, s: int) -> None:
         strategy = strategy_objs[name]
         trace = strategy.run(space, evaluator, budget, seed=s, scorer=scorer if is_assisted(name) else None)
         report = evaluator.report(trace.best_arch) if hasattr(evaluator, "report") and trace.best_arch else {}
         record = {
             "strategy": name, "seed": s, "best_arch": trace.best_arch, "best_reward": trace.best_reward,
+            "best_fidelity": getattr(trace, "best_fidelity", None),
+            "search_reward": search_reward(trace.best_arch) if trace.best_arch else trace.best_reward,
             "spent_seconds": trace.spent_seconds, "evaluations": trace.evaluations,
+            "evaluations_by_fidelity": _by_fidelity(trace.history),
             "proxy_calls": getattr(trace, "proxy_calls", 0), "accuracy": report,
-            "curve": _curve(trace.history),
+            "curve": _curve(trace.history, search_reward),
         }
         append_jsonl(path, record)
         done[(name, s)] = json.loads(json.dumps(record, default=str))
@@ -281,10 +317,14 @@ def _aggregate(name: str, records: list[dict[str, Any]]) -> NasRow:
         vals = [r["accuracy"][c] for r in records if c in (r.get("accuracy") or {})]
         if vals:
             mean[c], std[c] = stats(vals)
+    fidelities = sorted({k for r in records for k in (r.get("evaluations_by_fidelity") or {})}, key=float)
+    by_fidelity = {k: stats([(r.get("evaluations_by_fidelity") or {}).get(k, 0) for r in records])[0]
+                   for k in fidelities}
     return NasRow(
-        name, len(records), mean, std, stats([r["best_reward"] for r in records]),
+        name, len(records), mean, std, stats([r.get("search_reward", r["best_reward"]) for r in records]),
         stats([r["evaluations"] for r in records])[0], stats([r["proxy_calls"] for r in records])[0],
         stats([r["spent_seconds"] for r in records])[0], PAPER_TABLE_5_5.get(PAPER_NAMES.get(name, name.upper())),
+        by_fidelity,
     )
 
 
@@ -298,6 +338,15 @@ def _pm(mean: float | None, std: float | None) -> str:
 HEADER = ["strategy", "runs", "evals", "proxy calls", "12-ep reward", *(COLUMN_TITLES[c] for c in REPORT_COLUMNS)]
 
 
+def _evaluations(row: NasRow) -> str:
+    """Mean evaluations per run, with those above the lowest fidelity (``"35.6 (3.4 at 200 ep)"``)."""
+    text = f"{row.evaluations:.1f}"
+    higher = list(row.evaluations_by_fidelity.items())[1:]
+    if higher:
+        text += " (" + ", ".join(f"{n:.1f} at {k} ep" for k, n in higher) + ")"
+    return text
+
+
 def table_rows(study: NasStudy) -> list[list[str]]:
     out = []
     for r in study.rows:
@@ -306,7 +355,7 @@ def table_rows(study: NasStudy) -> list[list[str]]:
             ours = _pm(r.mean.get(c), r.std.get(c)) if c in r.mean else "--"
             paper = (r.paper or {}).get(c)
             cells.append(f"{ours} ({_pm(*paper)})" if paper else ours)
-        out.append([r.strategy, str(r.runs), f"{r.evaluations:.1f}", f"{r.proxy_calls:.1f}", _pm(*r.best_reward),
+        out.append([r.strategy, str(r.runs), _evaluations(r), f"{r.proxy_calls:.1f}", _pm(*r.best_reward),
                     *cells])
     return out
 
@@ -318,7 +367,8 @@ def markdown_table(study: NasStudy) -> str:
         f"NAS on tabular NB-201 (Table 5.5): mean ± std over {s['runs']} runs, budget {budget}"
         + (f", at most {s['max_evaluations']} evaluations" if s["max_evaluations"] else "")
         + (", scoring charged" if s["charge_scoring"] else "")
-        + "; paper's value in parentheses.", "",
+        + "; paper's value in parentheses. 12-ep reward: the 12-epoch validation accuracy of the returned arch "
+        "(bohb returns its best 200-epoch result).", "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join([" --- "] + [" ---: "] * (len(HEADER) - 1)) + "|",
     ]
@@ -401,14 +451,16 @@ def write_nas(study: NasStudy, out: str | os.PathLike, *, plot: bool = True) -> 
     paths = {"csv": out / "nas.csv", "json": out / "nas.json", "markdown": out / "nas.md"}
     with open(paths["csv"], "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["strategy", "runs", "evaluations", "proxy_calls", "spent_seconds", "best_reward_mean",
-                    "best_reward_std", *(f"{c}_{s}" for c in REPORT_COLUMNS for s in ("mean", "std")),
+        w.writerow(["strategy", "runs", "evaluations", "evaluations_by_fidelity", "proxy_calls", "spent_seconds",
+                    "best_reward_mean", "best_reward_std",
+                    *(f"{c}_{s}" for c in REPORT_COLUMNS for s in ("mean", "std")),
                     *(f"paper_{c}_{s}" for c in REPORT_COLUMNS for s in ("mean", "std"))])
         for r in study.rows:
             ours = [v for c in REPORT_COLUMNS for v in ((r.mean[c], r.std[c]) if c in r.mean else ("", ""))]
             paper = [v for c in REPORT_COLUMNS for v in ((r.paper or {}).get(c) or ("", ""))]
-            w.writerow([r.strategy, r.runs, r.evaluations, r.proxy_calls, r.spent_seconds, *r.best_reward, *ours,
-                        *paper])
+            by_fidelity = " ".join(f"{k}:{n:g}" for k, n in r.evaluations_by_fidelity.items())
+            w.writerow([r.strategy, r.runs, r.evaluations, by_fidelity, r.proxy_calls, r.spent_seconds, *r.best_reward,
+                        *ours, *paper])
     paths["json"].write_text(json.dumps({"settings": study.settings,
                                          "rows": [dataclasses.asdict(r) for r in study.rows]}, indent=1) + "\n")
     paths["markdown"].write_text(markdown_table(study))

@@ -13,7 +13,7 @@ import pytest
 from gradsign_pl.cli.bench import main
 from gradsign_pl.search.nb201_tabular import REPORT_COLUMNS, NB201CellSpace, ParamsCostModel, TabularEvaluator
 from gradsign_pl.spaces.nb201 import NB201Table, all_archs
-from gradsign_pl.studies.cache import ScoreCache
+from gradsign_pl.scoring.cache import ScoreCache
 from gradsign_pl.studies.nas import PAPER_TABLE_5_5, markdown_table, read_runs, run_nas, write_nas
 
 ARCHS = all_archs()
@@ -124,6 +124,25 @@ def test_real_strategies_and_reports(tmp_path, setup):
         rows = list(csv.DictReader(fh))
     assert [r["strategy"] for r in rows] == ["rs", "g-rs", "g-bohb"] and rows[1]["paper_cifar10_test_mean"] == "94.02"
     assert json.loads(paths["json"].read_text())["settings"]["pool_size"] == 5
+
+
+def test_bohb_study_trains_some_archs_for_200_epochs(tmp_path, setup):
+    table, evaluator, space, scorer = setup
+    # mean 12-epoch cost 100 s, so a 200-epoch evaluation costs ~1667 s: 9000 s fit the brackets [16, 1] and [2]
+    study = run_nas(("bohb", "g-bohb"), runs=2, budget_seconds=9000.0, space=space, evaluator=evaluator,
+                    scorer=scorer, out_dir=tmp_path, pool_size=3, progress=False)
+    valid = dict(zip(table.archs, table.columns["cifar10_valid"]))
+    low = dict(zip(table.archs, table.columns["cifar10_valid_12ep"]))
+    for rec in study.records:
+        assert rec["evaluations_by_fidelity"]["200"] >= 1 and rec["evaluations_by_fidelity"]["12"] >= 16
+        assert sum(rec["evaluations_by_fidelity"].values()) == rec["evaluations"]
+        assert rec["best_fidelity"] == 200 and rec["best_reward"] == valid[rec["best_arch"]]
+        assert rec["search_reward"] == low[rec["best_arch"]] and rec["curve"][-1][1] == rec["search_reward"]
+        assert rec["spent_seconds"] <= 9000.0
+    row = study.row("bohb")
+    assert set(row.evaluations_by_fidelity) == {"12", "200"} and row.evaluations_by_fidelity["200"] >= 1
+    assert row.best_reward[0] == pytest.approx(np.mean([r["search_reward"] for r in study.records[:2]]))
+    assert " at 200 ep)" in markdown_table(study)
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
