@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from gradsign_pl.studies.correlation import DEFAULT_PROXIES, run_correlation
 from gradsign_pl.studies.report import print_table, write_study
@@ -171,6 +172,7 @@ def nas(
     max_evaluations: int | None = None,
     charge_scoring: bool = False,
     pool_size: int | None = None,
+    strategy_kwargs: dict[str, dict[str, Any]] | None = None,
     restrict_to_cache: bool = True,
     epoch_seconds: float = 9.14,
     fixed_fraction: float = 0.5,
@@ -199,6 +201,8 @@ def nas(
         max_evaluations: also stop after this many evaluations.
         charge_scoring: charge the proxy's recorded scoring seconds to the budget too.
         pool_size: candidates scored per proposal by g-* strategies (default: the strategies' own).
+        strategy_kwargs: extra constructor arguments per strategy, e.g. '{bohb: {eta: 3}, g-bohb: {eta: 3}}'
+            (recorded in meta.json; see gradsign_pl.search.strategies).
         restrict_to_cache: search only the cached archs (needed by g-* strategies, since only they have scores;
             all strategies then search the same space).
         epoch_seconds: mean seconds per training epoch of the cost model (NATS-Bench cifar10-valid: ~9.14).
@@ -232,7 +236,7 @@ def nas(
         study = nas_study.run_nas(strategies, runs=runs, budget_seconds=budget_seconds,
                                   max_evaluations=max_evaluations, charge_scoring=charge_scoring, seed=seed,
                                   space=space, evaluator=evaluator, scorer=scorer, out_dir=out_dir,
-                                  pool_size=pool_size)
+                                  pool_size=pool_size, strategy_kwargs=strategy_kwargs)
     except ModuleNotFoundError as exc:
         raise ValueError(f"the NAS strategies are not available ({exc})") from None
     nas_study.print_table(study)

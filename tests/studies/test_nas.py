@@ -206,3 +206,10 @@ def test_cli_select_and_nas_end_to_end(tmp_path, capsys, setup):
     assert code == 0 and "(0 new runs, 4 in total" in out
     code, out, err = bench([*nas_args[:-2], "--budget_seconds", "700", "--out", str(tmp_path / "nas")], capsys)
     assert code == 2 and "budget_seconds: recorded 600.0 vs now 700.0" in err
+    # strategy keyword arguments: bohb with eta 3 has brackets [3, 1] and [2]
+    code, out, err = bench(["nas", *common, "--strategies", "[bohb]", "--runs", "1", "--budget_seconds", "8000",
+                            "--strategy_kwargs", "{bohb: {eta: 3}}", "--out", str(tmp_path / "eta3")], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "eta3" / "meta.json").read_text())["strategy_kwargs"] == {"bohb": {"eta": 3}}
+    (run,) = read_runs(tmp_path / "eta3").values()
+    assert run["evaluations_by_fidelity"]["12"] >= 3 and run["evaluations_by_fidelity"]["200"] >= 3
