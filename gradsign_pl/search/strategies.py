@@ -714,8 +714,9 @@ class Bohb(_Base):
 
     **Brackets.** One Hyperband iteration runs the brackets of :func:`hyperband_brackets` ``(len(fidelities),
     eta)``, most exploratory first; iterations repeat until the budget is spent. Each bracket is synchronous
-    successive halving: it asks TPE for all its configurations, evaluates them at its first rung, then promotes
-    the top ``1/eta`` by reward (ties: the first evaluated) to the next fidelity, and so on. With the two NB-201
+    successive halving: it draws its configurations from TPE and evaluates each at the bracket's first fidelity
+    (no result of a rung is told to TPE before the whole rung is evaluated), then promotes the top ``1/eta`` by
+    reward (ties: the first evaluated) to the next fidelity, and so on. With the two NB-201
     levels and the default ``eta = 16`` the brackets are ``[16, 1]`` (16 archs at 12 epochs, the best one
     retrained for 200) and ``[2]`` (2 archs trained for 200 epochs directly): Hyperband with ``R = 200`` epochs
     and ``eta = 16`` has ``s_max = floor(log_16(200 / 12)) = 1`` and a lower rung of ``200 / 16 = 12.5`` epochs,
@@ -744,7 +745,7 @@ class Bohb(_Base):
     validation accuracy once any arch was trained that long), see the module docstring.
 
     Assisted (``"g-bohb"``): each new configuration of a bracket is the best-scoring of ``pool_size`` TPE proposals
-    (``pool_size`` asks from the same model state); the others are told ``FAIL`` right away (TPE ignores failed
+    (``pool_size`` asks in a row); the others are told ``FAIL`` right away (TPE ignores failed
     trials, so proxy-rejected proposals count neither as good nor as bad). Promotions are decided by reward, not
     scored. This departs from the authors' code (``hpbandster/.../config_generators/bohb.py``), which discards the
     KDE proposal and returns the best-scoring of 10 *uniformly random* architectures -- i.e. G-RS driven by
