@@ -108,7 +108,7 @@ def train_one(name: str, spec: Any, dm: Any, schedule: dict[str, Any], seed: int
 
 def read_runs(path: Path, schedule: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
     """Finished runs of ``schedule`` in ``path``: ``{(name, seed): record}`` (other schedules are ignored)."""
-    from gradsign_pl.studies.cache import iter_jsonl
+    from gradsign_pl.scoring.cache import iter_jsonl
 
     sid = schedule_id(schedule)
     return {(r["name"], int(r["seed"])): r for r in iter_jsonl(path, ("name", "seed", "schedule_id"))
@@ -118,7 +118,7 @@ def read_runs(path: Path, schedule: dict[str, Any]) -> dict[tuple[str, int], dic
 def train_all(models: dict[str, tuple[str, Any]], seeds: list[int], schedule: dict[str, Any], log: Path,
               workroot: Path, data_dir: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
     """Train every missing ``(model, seed)`` (seed-major), appending each finished record to ``log``."""
-    from gradsign_pl.studies.cache import append_jsonl
+    from gradsign_pl.scoring.cache import append_jsonl
 
     done = read_runs(log, schedule)
     todo = [(s, n) for s in seeds for n in models if (n, s) not in done]

@@ -32,7 +32,8 @@ import torch
 from gradsign_pl.data.paths import data_file
 from gradsign_pl.spaces import create_space
 from gradsign_pl.spaces.nb201 import NB201Network
-from gradsign_pl.studies.correlation import rank_correlation, run_correlation
+from gradsign_pl.scoring.agreement import rank_agreement
+from gradsign_pl.studies.correlation import run_correlation
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PROXIES = {"synflow": "synflow", "snip": "snip", "grad_norm": "grad_norm", "grasp": "grasp", "fisher": "fisher",
@@ -57,9 +58,9 @@ def naslib_check(space, data_dir, n, out_root) -> dict:
     checks = []
     for ours, theirs in PEER_PROXIES.items():
         peer = np.array([float(r[theirs]) if r[theirs] not in ("", "nan") else math.nan for r in rows])
-        rho_ours, _, n_ours = rank_correlation(study.scores[ours], val)
-        rho_peer, _, _n_peer = rank_correlation(peer, val)
-        agree, _, _ = rank_correlation(study.scores[ours], peer)
+        rho_ours, _, n_ours = rank_agreement(study.scores[ours], val)
+        rho_peer, _, _n_peer = rank_agreement(peer, val)
+        agree, _, _ = rank_agreement(study.scores[ours], peer)
         checks.append({"proxy": ours, "peer_column": theirs, "rho_ours": rho_ours, "rho_peer": rho_peer,
                        "diff": abs(rho_ours - rho_peer), "rho_ours_vs_peer_scores": agree, "n": n_ours,
                        "pass": abs(rho_ours - rho_peer) <= RHO_TOLERANCE})
@@ -90,9 +91,9 @@ def sample_check(space, data_dir, n, cache_dir) -> list[dict]:
     out = []
     for ours, peer, acc, source in (("zen", zen_peer, zen_val, "nb201_zc_zen_naslib.csv (val_accuracy_cifar10)"),
                                     ("jacov", v1_peer, v1_acc, "nb201_zc_naswot_v1.csv (cifar10_valid accuracy)")):
-        rho_ours, _, n_ours = rank_correlation(study.scores[ours], acc)
-        rho_peer, _, _ = rank_correlation(peer, acc)
-        agree, _, _ = rank_correlation(study.scores[ours], peer)
+        rho_ours, _, n_ours = rank_agreement(study.scores[ours], acc)
+        rho_peer, _, _ = rank_agreement(peer, acc)
+        agree, _, _ = rank_agreement(study.scores[ours], peer)
         out.append({"proxy": ours, "source": source, "rho_ours": rho_ours, "rho_peer": rho_peer,
                     "diff": abs(rho_ours - rho_peer), "rho_ours_vs_peer_scores": agree, "n": n_ours,
                     "pass": abs(rho_ours - rho_peer) <= RHO_TOLERANCE})

@@ -35,7 +35,8 @@ from gradsign_pl import score
 from gradsign_pl.data.batches import load_batch
 from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
 from gradsign_pl.spaces import create_space
-from gradsign_pl.studies.correlation import DEFAULT_PROXIES, PAPER_TABLE_5_2, rank_correlation, run_correlation
+from gradsign_pl.scoring.agreement import rank_agreement
+from gradsign_pl.studies.correlation import DEFAULT_PROXIES, PAPER_TABLE_5_2, run_correlation
 from gradsign_pl.studies.report import DATASET_TITLES, set_score_scale, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def search_ensembles(scores: dict[str, np.ndarray], accuracy: np.ndarray, sizes=
     for k in sizes:
         for parts in itertools.combinations(sorted(scores), k):
             for method in METHODS:
-                rho, tau, n = rank_correlation(rank_ensemble({p: scores[p] for p in parts}, method), accuracy)
+                rho, tau, n = rank_agreement(rank_ensemble({p: scores[p] for p in parts}, method), accuracy)
                 found.append((rho, tau, method, parts))
     found.sort(key=lambda t: -t[0])
     return found
@@ -83,7 +84,7 @@ def scatter_grid(study, extra: dict[str, np.ndarray], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [(c.name, study.scores[c.name], c.spearman) for c in study.correlations if not c.name.startswith("ens")]
-    panels += [(name, values, rank_correlation(values, study.accuracy)[0]) for name, values in extra.items()]
+    panels += [(name, values, rank_agreement(values, study.accuracy)[0]) for name, values in extra.items()]
     cols = 4
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), dpi=100, squeeze=False)
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     best_by_dataset = {}
     for ds, st in studies.items():
         combined = rank_ensemble({p: st.scores[p] for p in best_parts}, best_method)
-        best_by_dataset[ds] = rank_correlation(combined, st.accuracy)
+        best_by_dataset[ds] = rank_agreement(combined, st.accuracy)
         scatter_grid(st, {f"best ensemble ({best_name})": combined}, docs / "nb201" / f"scatter_{ds}.png")
 
     timing_archs = space.sample(3 if args.quick else args.timing_archs, 42)

@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from triage_models import MODELS, QUICK_MODELS, SCHEDULE, datamodule, trained_accuracies
 from triage_scoring import BN_OPTIONS, OTHER_PROXIES, key, score_grid, scoring_batches
 
-from gradsign_pl.policy import INIT_POLICIES
+from gradsign_pl.scoring.policy import INIT_POLICIES
 from gradsign_pl.proxies.ensemble import rank_ensemble
-from gradsign_pl.studies.policy_cv import cross_validate, kendall_tau_b, spearman_rho
+from gradsign_pl.scoring.agreement import kendall_tau, pairs_tau, spearman_rho
+from gradsign_pl.studies.policy_cv import cross_validate
 
 ROOT = Path(__file__).resolve().parents[1]
 REDUCTIONS = ("sum", "mean", "active")
@@ -106,7 +107,7 @@ def scopes(pol: dict[str, np.ndarray]) -> dict[str, list[str]]:
 
 
 def policy_code(label: str) -> str:
-    """The :class:`~gradsign_pl.policy.ScoringPolicy` that makes rank() order as the policy ``label`` does."""
+    """The :class:`~gradsign_pl.scoring.policy.ScoringPolicy` that makes rank() order as the policy ``label`` does."""
     terms = [t.strip() for t in label.split(" + ")]
     head, sizes = (terms[0], terms[1:]) if terms[0].startswith("gradsign") else (None, terms)
     order = (["proxy"] if head else []) + sizes
@@ -128,14 +129,8 @@ def shipped_code(cv: dict, chosen: str) -> str:
 
 def pair_tau(values: np.ndarray, acc: np.ndarray, keep) -> tuple[float, int]:
     """Kendall tau-b over the pairs ``(i, j)`` for which ``keep(i, j)`` holds, and the number of such pairs."""
-    num = n_s = n_a = pairs = 0
-    for i in range(len(acc)):
-        for j in range(i + 1, len(acc)):
-            if not keep(i, j):
-                continue
-            ds, da = np.sign(values[i] - values[j]), np.sign(acc[i] - acc[j])
-            num, n_s, n_a, pairs = num + ds * da, n_s + (ds != 0), n_a + (da != 0), pairs + 1
-    return (float(num / math.sqrt(n_s * n_a)) if n_s and n_a else math.nan), pairs
+    n = len(acc)
+    return pairs_tau((values[i], values[j], acc[i], acc[j]) for i in range(n) for j in range(i + 1, n) if keep(i, j))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, values in finite.items():
         spread = per_seed.get(label)
-        seed_taus = [kendall_tau_b(s, acc) for s in spread] if spread else []
-        rows.append({"policy": label, "tau": kendall_tau_b(values, acc), "rho": spearman_rho(values, acc),
+        seed_taus = [kendall_tau(s, acc) for s in spread] if spread else []
+        rows.append({"policy": label, "tau": kendall_tau(values, acc), "rho": spearman_rho(values, acc),
                      "tau_seed_std": float(np.std(seed_taus)) if seed_taus else None})
     by_label = {r["policy"]: r for r in rows}
     cv = {}
@@ -223,7 +218,7 @@ def _accuracy_noise(acc_by_seed: np.ndarray, names: list[str]) -> dict:
         return {}
     diff = np.abs(acc_by_seed[0] - acc_by_seed[1])
     return {"mean_abs_diff": float(diff.mean()), "max_abs_diff": float(diff.max()),
-            "noisiest": names[int(diff.argmax())], "tau_seed0_vs_seed1": kendall_tau_b(acc_by_seed[0], acc_by_seed[1]),
+            "noisiest": names[int(diff.argmax())], "tau_seed0_vs_seed1": kendall_tau(acc_by_seed[0], acc_by_seed[1]),
             "rho_seed0_vs_seed1": spearman_rho(acc_by_seed[0], acc_by_seed[1])}
 
 
@@ -369,7 +364,7 @@ def _plot(path: Path, names, families, acc, pol, shown, cv) -> None:
             ax.annotate(n, (x, y), fontsize=6)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(f"{title}: Kendall tau {kendall_tau_b(values, acc):+.2f}", fontsize=9)
+        ax.set_title(f"{title}: Kendall tau {kendall_tau(values, acc):+.2f}", fontsize=9)
         ax.set_ylabel("test accuracy (%)", fontsize=8)
     scopes_ = list(cv)
     taus = [cv[s]["tau_cv"] for s in scopes_]

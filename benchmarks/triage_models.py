@@ -77,7 +77,7 @@ def train_one(name: str, spec: Any, dm: Any, schedule: dict[str, Any], seed: int
 
 def read_trained(log: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """``{(name, seed): record}``; records written before seeds were recorded are seed 0."""
-    from gradsign_pl.studies.cache import iter_jsonl
+    from gradsign_pl.scoring.cache import iter_jsonl
 
     return {(r["name"], int(r.get("seed", 0))): r for r in iter_jsonl(log, ("name",))}
 
@@ -85,7 +85,7 @@ def read_trained(log: Path) -> dict[tuple[str, int], dict[str, Any]]:
 def trained_accuracies(models: dict[str, tuple[str, Any]], seeds: list[int], dm: Any, schedule: dict[str, Any],
                        log: Path, workdir: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """Train every missing ``(model, seed)`` (seed-major order), appending each record to ``log``."""
-    from gradsign_pl.studies.cache import append_jsonl
+    from gradsign_pl.scoring.cache import append_jsonl
 
     done = read_trained(log)
     for seed in seeds:

@@ -12,7 +12,7 @@ complete passes:
 4. 64 px inputs (the 32 px batch upsampled bilinearly, models built for 64 px) for GradSign.
 
 GradSign records store the summed score with ``n_params`` and ``n_active_params``, from which the ``mean`` and
-``active`` reductions follow exactly. Everything is appended to a :class:`~gradsign_pl.studies.cache.ScoreCache`
+``active`` reductions follow exactly. Everything is appended to a :class:`~gradsign_pl.scoring.cache.ScoreCache`
 as soon as it exists; the run resumes.
 """
 
@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from gradsign_pl.candidates import candidate
-from gradsign_pl.policy import INIT_POLICIES, apply_init_policy
+from gradsign_pl.scoring.policy import INIT_POLICIES, apply_init_policy
 from gradsign_pl.proxies import score
 from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng
-from gradsign_pl.studies.cache import ScoreCache
+from gradsign_pl.scoring.cache import ScoreCache
 
 OTHER_PROXIES = ("synflow", "snip", "grad_norm", "naswot", "jacov", "zen", "fisher", "grasp")
 BN_OPTIONS = ("auto", "batch")

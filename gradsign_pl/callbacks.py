@@ -26,23 +26,19 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from gradsign_pl.policy import ScoringPolicy, apply_init_policy, resolve_policy
-from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng, private_copy
-from gradsign_pl.proxies._registry import get_proxy, score
-from gradsign_pl.proxies._result import ProxyResult
+from gradsign_pl.proxies import check_options, get_proxy
+from gradsign_pl.rng import seeded
+from gradsign_pl.scoring.batch import INPUT_KEYS, TARGET_KEYS, BatchTransform, unpack_batch
+from gradsign_pl.scoring.core import score_model
+from gradsign_pl.scoring.policy import ScoringPolicy, is_cell_space_model, resolve_policy
 
 __all__ = ["GradSignCallback"]
 
 ForwardFn = Callable[[LightningModule, Tensor], Tensor]
-BatchTransform = Callable[[Any], tuple[Tensor, Tensor]]
 
-# dict keys the default batch unpacking understands, in order of preference
-_INPUT_KEYS = ("x", "image", "images", "input", "inputs")
-_TARGET_KEYS = ("y", "label", "labels", "target", "targets")
 _WRAPPER_PREFIX = "module."
 
 
@@ -101,7 +97,7 @@ class GradSignCallback(Callback):
         prefix: prefix of the logged metric names.
         options: extra keyword options per proxy, ``{"gradsign": {"reduction": "mean"}}``; they override the
             policy's options for that proxy.
-        policy: the :class:`~gradsign_pl.policy.ScoringPolicy` whose initialisation policy and proxy options the
+        policy: the :class:`~gradsign_pl.scoring.policy.ScoringPolicy` whose initialisation policy and proxy options the
             scoring uses, or ``"cell-space"`` / ``"real-model"``. ``"auto"``: the authors' semantics when the
             module contains a NAS cell-space network (NB-201, MasterNet), the validated real-model policy
             otherwise. The real-model policy scores the *architecture*: a private copy re-initialised uniformly
@@ -147,6 +143,8 @@ class GradSignCallback(Callback):
         unknown = sorted(set(self.options) - set(self.proxies))
         if unknown:
             raise ValueError(f"options names proxies that are not scored: {unknown}; scored: {list(self.proxies)}")
+        for name, opts in self.options.items():
+            check_options(name, {k: v for k, v in opts.items() if k != "loss_fn"}, where="GradSignCallback options")
         self.thresholds: dict[str, float] = self._parse_thresholds(stop_below)
         if not (policy is None or isinstance(policy, (str, ScoringPolicy))):
             raise TypeError(f"policy must be 'auto', 'cell-space', 'real-model' or a ScoringPolicy, got {policy!r}")
@@ -271,43 +269,33 @@ class GradSignCallback(Callback):
 
     def _compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, dict[str, Any]]:
         inputs, targets = self._scoring_batch(trainer, pl_module)
-        model = _ScoredModel(pl_module, self.forward)
-        policy = resolve_policy(self.policy, cell_space_only=_holds_cell_space(pl_module))
-        results: dict[str, dict[str, Any]] = {}
+        policy = resolve_policy(self.policy, cell_space_only=is_cell_space_model(pl_module))
         with torch.enable_grad(), _detached_from_trainer(pl_module):
-            init_error = None
-            if policy.init != "as_built":  # re-initialise a private copy, never the module
-                try:
-                    with isolated_rng(inputs.device, 0):
-                        model = apply_init_policy(private_copy(model, train=model.training), policy.init)
-                except Exception as exc:  # noqa: BLE001 - every proxy is nan with this reason, the fit goes on
-                    init_error = (f"init policy {policy.init!r} could not be applied to a copy of the module "
-                                  f"({type(exc).__name__}: {exc}); pass policy='cell-space' to score it as built")
-                    rank_zero_warn(f"{type(self).__name__}: {init_error}")
-            for name in self.proxies:
-                t0 = time.perf_counter()
-                kwargs = {"loss_fn": self.loss_fn, **policy.options_for(name), **self.options.get(name, {})}
-                try:
-                    if init_error is not None:
-                        raise RuntimeError(init_error)
-                    data = score(name, model, inputs, targets, **kwargs).to_dict()
-                except Exception as exc:  # noqa: BLE001 - a failing proxy is nan, never a failed fit
-                    reason = f"{type(exc).__name__}: {exc}"
-                    rank_zero_warn(f"{type(self).__name__}: proxy {name!r} failed, its score is nan ({reason})")
-                    data = _failure(name, reason, inputs, targets, pl_module, time.perf_counter() - t0)
-                data["per_layer"] = {_unwrap_name(k): v for k, v in data.get("per_layer", {}).items()}
-                data["options"] = {**(data.get("options") or {}), "policy": policy.describe()}
-                results[name] = data
+            scored = score_model(_ScoredModel(pl_module, self.forward), inputs, targets, self.proxies, policy=policy,
+                                 seed=0, loss_fn=self.loss_fn, options=self.options)
+        if scored.error is not None:
+            rank_zero_warn(f"{type(self).__name__}: {scored.error}; every score is nan and the fit goes on")
+        results: dict[str, dict[str, Any]] = {}
+        for name, result in scored.results.items():
+            data = result.to_dict()
+            if not result.is_finite and scored.error is None:
+                rank_zero_warn(f"{type(self).__name__}: proxy {name!r} failed, its score is nan ({result.reason})")
+            data["per_layer"] = {_unwrap_name(k): v for k, v in data.get("per_layer", {}).items()}
+            data["options"] = {**(data.get("options") or {}), "policy": policy.describe()}
+            results[name] = data
         return results
 
     def _scoring_batch(self, trainer: Trainer, pl_module: LightningModule) -> tuple[Tensor, Tensor]:
         """The first training batch as ``training_step`` sees it, unpacked, truncated, on the module's device."""
         iterables = trainer.train_dataloader
-        if iterables is None:
-            # setup_data does nothing when limit_train_batches == 0: ask the data source directly
+        if iterables is None:  # setup_data does nothing when limit_train_batches == 0: ask the data source directly
+            # loaders passed to fit() are only reachable through the fit loop's data source (not public API; the
+            # Lightning range in pyproject.toml is the tested one)
             source = getattr(trainer.fit_loop, "_data_source", None)
             if source is not None and source.is_defined():
                 iterables = source.dataloader()
+            elif trainer.datamodule is not None:
+                iterables = trainer.datamodule.train_dataloader()
             elif is_overridden("train_dataloader", pl_module):
                 iterables = pl_module.train_dataloader()
         if iterables is None:
@@ -316,14 +304,10 @@ class GradSignCallback(Callback):
                 "train_dataloaders or a datamodule to trainer.fit, or define train_dataloader()"
             )
         batch = _first_batch(iterables)
-        batch = pl_module._on_before_batch_transfer(batch, dataloader_idx=0)
+        hooks = trainer.datamodule if is_overridden("on_before_batch_transfer", trainer.datamodule) else pl_module
+        batch = hooks.on_before_batch_transfer(batch, dataloader_idx=0)
         batch = trainer.strategy.batch_to_device(batch, dataloader_idx=0)
-
-        transform = self.batch_transform or _default_unpack
-        unpacked = transform(batch)
-        if not isinstance(unpacked, (tuple, list)) or len(unpacked) != 2:
-            raise ValueError(f"batch_transform must return (inputs, targets), got {_describe(unpacked)}")
-        inputs, targets = unpacked
+        inputs, targets = unpack_batch(batch, self.batch_transform)
         if self.max_samples is not None:
             inputs, targets = inputs[: self.max_samples], targets[: self.max_samples]
         if isinstance(inputs, Tensor):
@@ -373,14 +357,6 @@ class GradSignCallback(Callback):
         rank_zero_warn(self.stop_reason)
 
 
-def _holds_cell_space(module: nn.Module) -> bool:
-    """Whether ``module`` contains a NAS cell-space network (NB-201 or MasterNet)."""
-    from gradsign_pl.spaces.nb201 import NB201Network
-    from gradsign_pl.spaces.zen import MasterNet
-
-    return any(isinstance(m, (NB201Network, MasterNet)) for m in module.modules())
-
-
 class _Shared:
     """Holds a callable that deep copies share instead of duplicating (it may capture large objects)."""
 
@@ -419,14 +395,21 @@ def _detached_from_trainer(pl_module: LightningModule) -> Iterator[None]:
     behave like its copies (a forward that needs ``self.trainer`` fails the same way for every proxy) and
     keeps subclasses that customise ``__getstate__`` from copying the whole trainer. Restored in ``finally``.
     """
-    saved = [(m, m._trainer) for m in pl_module.modules() if isinstance(m, LightningModule)]
+    saved = [(m, _trainer_of(m)) for m in pl_module.modules() if isinstance(m, LightningModule)]
     try:
         for m, _ in saved:
-            m._trainer = None
+            m.trainer = None
         yield
     finally:
         for m, trainer in saved:
-            m._trainer = trainer
+            m.trainer = trainer
+
+
+def _trainer_of(module: LightningModule) -> Trainer | None:
+    try:
+        return module.trainer
+    except RuntimeError:  # not attached to a Trainer
+        return None
 
 
 def _first_batch(iterables: Any) -> Any:
@@ -437,7 +420,7 @@ def _first_batch(iterables: Any) -> Any:
     is reset afterwards so the first epoch still starts at its beginning.
     """
     combined = CombinedLoader(iterables, "max_size_cycle")
-    with isolate_rng():
+    with seeded(None):
         iterator = iter(combined)
         try:
             batch, _, _ = next(iterator)
@@ -451,55 +434,5 @@ def _first_batch(iterables: Any) -> Any:
     return batch
 
 
-def _default_unpack(batch: Any) -> tuple[Tensor, Tensor]:
-    """``(x, y)`` from a 2-tuple/list or a dict with one input and one target key; else a ValueError."""
-    if isinstance(batch, (tuple, list)) and len(batch) == 2:
-        return batch[0], batch[1]
-    if isinstance(batch, Mapping):
-        x_key = next((k for k in _INPUT_KEYS if k in batch), None)
-        y_key = next((k for k in _TARGET_KEYS if k in batch), None)
-        if x_key is not None and y_key is not None:
-            return batch[x_key], batch[y_key]
-    raise ValueError(
-        f"cannot tell inputs from targets in the training batch ({_describe(batch)}); the default expects an "
-        f"(inputs, targets) pair or a dict with one of the keys {list(_INPUT_KEYS)} and one of {list(_TARGET_KEYS)}. "
-        "Pass batch_transform=lambda batch: (inputs, targets) to GradSignCallback"
-    )
-
-
-def _describe(obj: Any) -> str:
-    if isinstance(obj, Tensor):
-        return f"a Tensor of shape {list(obj.shape)}"
-    if isinstance(obj, Mapping):
-        return f"a {type(obj).__name__} with keys {list(obj)[:10]}"
-    if isinstance(obj, (tuple, list)):
-        return f"a {type(obj).__name__} of {len(obj)} items"
-    return f"a {type(obj).__name__}"
-
-
 def _unwrap_name(name: str) -> str:
     return name.removeprefix(_WRAPPER_PREFIX)
-
-
-def _failure(
-    name: str, reason: str, inputs: Any, targets: Any, pl_module: LightningModule, elapsed: float
-) -> dict[str, Any]:
-    """The ``to_dict()`` of a nan result for a proxy that raised."""
-    tensors = isinstance(inputs, Tensor) and isinstance(targets, Tensor)
-    try:
-        fingerprint = batch_fingerprint(inputs, targets) if tensors else ""
-    except Exception:  # noqa: BLE001  # pragma: no cover - exotic tensors
-        fingerprint = ""
-    dtype = next((p.dtype for p in pl_module.parameters() if p.is_floating_point()), torch.get_default_dtype())
-    return ProxyResult(
-        proxy=name,
-        score=math.nan,
-        n_samples=int(inputs.shape[0]) if isinstance(inputs, Tensor) and inputs.ndim else 0,
-        n_params=0,
-        elapsed_s=elapsed,
-        peak_memory_bytes=None,
-        device=str(pl_module.device),
-        dtype=str(dtype).removeprefix("torch."),
-        batch_fingerprint=fingerprint,
-        reason=reason,
-    ).to_dict()

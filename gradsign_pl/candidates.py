@@ -49,9 +49,11 @@ import dataclasses
 import difflib
 import fnmatch
 import functools
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import pkgutil
 import re
@@ -649,6 +651,12 @@ class Candidate:
         return _parse(self.spec).kind
 
     @property
+    def fingerprint(self) -> str:
+        """A short hash of what the network is built from: the spec with every kwarg / init arg (JSON), or for a
+        factory its qualified name and source code. Caches key results on it, so a changed spec never reuses one."""
+        return spec_fingerprint(self.spec)
+
+    @property
     def is_cell_space(self) -> bool:
         """Whether it is a NAS cell-space network (``nb201:``, ``zen:``), where the authors' semantics are validated."""
         return self.kind in ("nb201", "zen")
@@ -692,6 +700,21 @@ class Candidate:
                 f"nn.Module; it must return the network"
             )
         return adapt(model)
+
+
+def spec_fingerprint(spec: CandidateSpec) -> str:
+    """See :attr:`Candidate.fingerprint`."""
+    if callable(spec) and not isinstance(spec, (str, Mapping)):
+        target = spec.func if isinstance(spec, functools.partial) else spec
+        try:
+            source = inspect.getsource(target)
+        except (OSError, TypeError):
+            source = ""
+        extra = repr((spec.args, sorted(spec.keywords.items()))) if isinstance(spec, functools.partial) else ""
+        text = f"{getattr(target, '__module__', '')}.{_callable_name(target)}|{source}|{extra}"
+    else:
+        text = json.dumps(spec, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def candidate(spec: CandidateSpec | Candidate, name: str | None = None) -> Candidate:

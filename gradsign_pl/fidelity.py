@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
-from gradsign_pl._registry import Registry
+from gradsign_pl.registry import Registry
 
 __all__ = ["Curve", "FidelityRecorder", "evaluate_classifier", "get_signal", "list_signals", "register_signal"]
 

@@ -1,7 +1,7 @@
 """The report of a ``gradsign-fit`` run: did the zero-cost prediction hold once the survivors were trained?
 
 Writes ``report.md`` (people), ``report.csv`` / ``report.json`` (machines) and ``predicted_vs_achieved.png`` into the
-run directory. Spearman rho and Kendall tau (torchmetrics) compare each proxy's ranking of the trained candidates
+run directory. Spearman rho and Kendall tau (SciPy, gradsign_pl.scoring.agreement) compare each proxy's ranking of the trained candidates
 with their achieved test accuracy (nan with a note when fewer than three were trained).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gradsign_pl.studies.correlation import rank_correlation
+from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.triage import Ranking
 
 
@@ -46,17 +46,18 @@ def agreement(ranking: Ranking, trained: Sequence[dict[str, Any]]) -> dict[str, 
 
 
 def _agreement(values: list[float], acc: list[float]) -> dict[str, float | int | None]:
-    rho, tau, n = rank_correlation(values, acc) if len(acc) >= 3 else (math.nan, math.nan, len(acc))
+    rho, tau, n = rank_agreement(values, acc) if len(acc) >= 3 else (math.nan, math.nan, len(acc))
     return {"spearman": None if math.isnan(rho) else rho, "kendall": None if math.isnan(tau) else tau, "n": n}
 
 
 def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], *, command: str,
-                 score_only: bool, sections: dict[str, Any] | None = None) -> dict[str, Path]:
+                 score_only: bool, sections: dict[str, Any] | None = None,
+                 seconds: float | None = None) -> dict[str, Path]:
     """Write the run's report files; return their paths.
 
     ``sections`` holds the optional stages' summaries: ``"search"`` (the search's ``search.json``) and
     ``"distillation"`` (the teacher: model, checkpoint, test_acc); each gets a section in ``report.md`` and a key in
-    ``report.json``.
+    ``report.json``. ``seconds``: the run's wall-clock time, stated in the report.
     """
     sections = dict(sections or {})
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +68,7 @@ def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, An
         t = by_name.get(rec["name"], {})
         records.append({**rec, "train_status": t.get("status"), "val_acc": t.get("val_acc"),
                         "test_acc": t.get("test_acc"), "train_seconds": t.get("seconds"),
+                        "train_epochs": t.get("epochs"), "train_steps": t.get("steps"),
                         "checkpoint": t.get("checkpoint"), "train_error": t.get("error")})
     with open(paths["csv"], "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(records[0]) if records else ["name"])
@@ -77,10 +79,11 @@ def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, An
                                          "order": ranking.order_description, "proxies": ranking.proxies,
                                          "seeds": ranking.seeds, "batch": ranking.batch,
                                          "policy": ranking.policy, "candidates": records,
-                                         "agreement": stats, **sections}, indent=2) + "\n")
-    if not score_only and any(t.get("test_acc") is not None for t in trained):
+                                         "agreement": stats, "seconds": seconds, **sections}, indent=2) + "\n")
+    if not score_only and _n_trained(ranking, trained) >= MIN_AGREEMENT:
         paths["plot"] = _plot(run_dir / "predicted_vs_achieved.png", ranking, trained, stats)
-    text = _markdown(ranking, records, stats, command, score_only, "plot" in paths)
+    text = _markdown(ranking, records, stats, command, score_only, "plot" in paths, _n_trained(ranking, trained),
+                     seconds)
     if "search" in sections:
         text += _search_markdown(sections["search"], run_dir)
     if "distillation" in sections:
@@ -89,7 +92,26 @@ def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, An
     return paths
 
 
+MIN_AGREEMENT = 3
+"""Trained candidates needed before rank agreement (and its plot) says anything."""
+
+
+def _n_trained(ranking: Ranking, trained: Sequence[dict[str, Any]]) -> int:
+    names = {r.name for r in ranking.rows}
+    return sum(1 for t in trained if t.get("test_acc") is not None and t["name"] in names)
+
+
+def _value(ranking: Ranking, name: str, key: str) -> float:
+    row = ranking[name]
+    if key in ("params", "flops"):
+        return float(getattr(row, key) or math.nan)
+    if key in row.scores:
+        return float(row.scores[key])
+    return -float(row.rank or math.nan)  # a combined order: rank 1 = best
+
+
 def _plot(path: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], stats: dict) -> Path:
+    """One panel per score against the achieved accuracy: first what the order follows, then the other proxies."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,18 +119,24 @@ def _plot(path: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], stats
 
     names = {r.name for r in ranking.rows}
     done = [t for t in trained if t.get("test_acc") is not None and t["name"] in names]
-    key = ranking.order_by if ranking.order_by in ranking.proxies else ranking.proxies[0]
-    x = np.array([ranking[t["name"]].scores[key] for t in done], dtype=float)
+    order = ranking.order_description
+    order_key = order if order in (*ranking.proxies, "params", "flops") else f"the ranking ({order})"
+    keys = [order_key] + [p for p in ranking.proxies if p != order_key and p not in ("params", "flops")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), dpi=110, squeeze=False)
     y = np.array([100 * t["test_acc"] for t in done])
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
-    ax.scatter(x, y, s=30)
-    for xi, yi, t in zip(x, y, done):
-        ax.annotate(t["name"], (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    s = stats.get(key, {})
-    ax.set_title(f"{key} at initialisation vs achieved test accuracy\nSpearman {_fmt(s.get('spearman'))}, "
-                 f"Kendall {_fmt(s.get('kendall'))} (n={s.get('n')})", fontsize=9)
-    ax.set_xlabel(f"{key} score (higher = predicted better)")
-    ax.set_ylabel("test accuracy (%)")
+    for ax, key in zip(axes[0], keys):
+        x = np.array([_value(ranking, t["name"], order if key == order_key else key) for t in done], dtype=float)
+        ax.scatter(x, y, s=30)
+        for xi, yi, t in zip(x, y, done):
+            ax.annotate(t["name"], (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        s = stats.get(key, {})
+        what = "the order" if key == order_key else "shown beside it"
+        ax.set_title(f"{key} ({what}) vs test accuracy\nSpearman {_fmt(s.get('spearman'))}, "
+                     f"Kendall {_fmt(s.get('kendall'))} (n={s.get('n')})", fontsize=9)
+        ax.set_xlabel(f"{key} (higher = predicted better)")
+        if key in ("params", "flops"):
+            ax.set_xscale("log")
+    axes[0][0].set_ylabel("test accuracy (%)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -116,8 +144,10 @@ def _plot(path: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], stats
 
 
 def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, command: str, score_only: bool,
-              plot: bool) -> str:
-    lines = ["# gradsign-fit report", "", f"Command: `{command}`", "",
+              plot: bool, n_trained: int, seconds: float | None) -> str:
+    took = f" ({seconds / 60:.1f} min)" if seconds is not None and seconds >= 60 else (
+        f" ({seconds:.0f} s)" if seconds is not None else "")
+    lines = ["# gradsign-fit report", "", f"Command: `{command}`{took}", "",
              f"Scoring batch: {ranking.batch['shape']} ({ranking.batch['num_classes']} classes, fingerprint "
              f"`{ranking.batch['fingerprint']}`); proxies: {', '.join(ranking.proxies)}; ordered by "
              f"{ranking.order_description}; {ranking.seeds} initialisation seed(s).", "",
@@ -136,10 +166,13 @@ def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, comm
             _fmt(100 * r["test_acc"] if r["test_acc"] is not None else None, 2), note.replace("|", "/")]) + " |")
     if score_only:
         lines += ["", "Score-only run: nothing was trained."]
+    elif n_trained < MIN_AGREEMENT:
+        lines += ["", f"{n_trained} ranked candidate(s) trained: rank agreement needs {MIN_AGREEMENT} or more, so this "
+                  "run says nothing about whether the ranking held."]
     else:
         lines += ["", "## Did the prediction hold?", "",
                   "Rank agreement between each score and the achieved test accuracy of the trained candidates "
-                  "(torchmetrics Spearman rho / Kendall tau; needs 3 or more trained):", "",
+                  "(Spearman rho / Kendall tau-b; needs 3 or more trained):", "",
                   "| score | Spearman | Kendall | trained |", "|---|---|---|---|"]
         for key, s in stats.items():
             lines.append(f"| {key} | {_fmt(s['spearman'])} | {_fmt(s['kendall'])} | {s['n']} |")

@@ -7,7 +7,7 @@ whether each is kept, and the reason for every failure. One failing candidate (b
 of memory, non-finite score) never sinks the run. With ``cache=<dir>`` every score is written to disk as soon as
 it exists and an interrupted run resumes without recomputing.
 
-Every ranking follows one :class:`~gradsign_pl.policy.ScoringPolicy` (initialisation at scoring time, proxy
+Every ranking follows one :class:`~gradsign_pl.scoring.policy.ScoringPolicy` (initialisation at scoring time, proxy
 options, size terms in the ordering), recorded with the result. ``policy="auto"`` keeps the authors' semantics for
 NAS cell-space candidates and uses the validated real-model policy otherwise. Where an order cannot be trusted the
 table says so: adjacent candidates whose order flips between initialisation seeds are marked as tied, and a
@@ -16,7 +16,6 @@ candidate whose GradSign comes from a small fraction of its weights gets a warni
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import itertools
@@ -25,7 +24,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +34,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gradsign_pl.candidates import Candidate, candidate
-from gradsign_pl.policy import ScoringPolicy, apply_init_policy, resolve_policy
 from gradsign_pl.proxies import get_proxy
-from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng, private_copy
+from gradsign_pl.proxies import batch_fingerprint
 from gradsign_pl.proxies.ensemble import rank_ensemble
-from gradsign_pl.proxies.size import count_flops
-from gradsign_pl.studies.cache import ScoreCache
+from gradsign_pl.scoring.batch import first_batch, num_classes_of
+from gradsign_pl.scoring.cache import ScoreCache
+from gradsign_pl.scoring.core import score_model
+from gradsign_pl.scoring.policy import ScoringPolicy, resolve_policy
 
 SIZE_KEYS = ("params", "flops")
 #: below this fraction of selected weights with any gradient, a GradSign score gets a warning
@@ -69,7 +69,9 @@ class RankedCandidate:
         tied: its order against an adjacent ranked candidate is not the same under every seed (or their scores
             are equal), or -- ordered by #params -- the two are within ``SIZE_TIE_RATIO`` in size, so the two
             should be read as a tie.
-        warnings: what makes this candidate's score less trustworthy (e.g. low gradient signal).
+        warnings: what makes this candidate's score less trustworthy (e.g. low gradient signal, a proxy the order
+            does not use that could not score).
+        failed_proxies: proxy -> why it scored ``nan`` (under any seed).
     """
 
     name: str
@@ -86,6 +88,7 @@ class RankedCandidate:
     signal: float | None = None
     tied: bool = False
     warnings: list[str] = dataclasses.field(default_factory=list)
+    failed_proxies: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -132,7 +135,18 @@ class Ranking:
         """Candidates that could not be scored, with their reasons."""
         return [r for r in self.rows if r.status == "failed"]
 
+    def __iter__(self) -> Iterator[RankedCandidate]:
+        """The candidates best first (ranked ones, then failed and filtered ones)."""
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
     def __getitem__(self, name: str) -> RankedCandidate:
+        """The candidate named ``name`` (a ``KeyError`` lists the names); iterate for the order."""
+        if not isinstance(name, str):
+            raise TypeError(f"index a Ranking by candidate name, got {type(name).__name__}; iterate over it (best "
+                            "first) or use ranking.rows[i] for a position")
         for r in self.rows:
             if r.name == name:
                 return r
@@ -141,6 +155,8 @@ class Ranking:
     def columns(self) -> list[str]:
         cols = ["rank", "name", "status", "kept"]
         for p in self.proxies:
+            if p in SIZE_KEYS:
+                continue  # params / flops have their own columns
             cols += [p] + ([f"{p}_std"] if self.seeds > 1 else [])
         return cols + ["params", "flops", "tied", "signal", "warnings", "seconds", "reason"]
 
@@ -150,6 +166,8 @@ class Ranking:
         for r in self.rows:
             rec: dict[str, Any] = {"rank": r.rank, "name": r.name, "status": r.status, "kept": r.kept}
             for p in self.proxies:
+                if p in SIZE_KEYS:
+                    continue
                 rec[p] = _none_if_nan(r.scores.get(p, math.nan))
                 if self.seeds > 1:
                     rec[f"{p}_std"] = _none_if_nan(r.spread.get(p, math.nan))
@@ -222,65 +240,13 @@ def _none_if_nan(x: float) -> float | None:
     return None if isinstance(x, float) and math.isnan(x) else x
 
 
-def first_batch(source: Any, *, batch_transform: Callable[[Any], tuple[Tensor, Tensor]] | None = None,
-                max_samples: int | None = None) -> tuple[Tensor, Tensor]:
-    """``(inputs, targets)`` from a tuple, a DataLoader or a LightningDataModule (its first training batch).
-
-    The batch is drawn under a fixed seed in an isolated RNG, so random augmentation or shuffling without a
-    generator gives the same batch every time and the caller's RNG state is unchanged.
-    """
-    if isinstance(source, (tuple, list)) and len(source) == 2 and all(isinstance(t, Tensor) for t in source):
-        batch: Any = source
-    elif hasattr(source, "train_dataloader") and hasattr(source, "setup"):
-        if hasattr(source, "prepare_data"):
-            source.prepare_data()
-        source.setup("fit")
-        with isolated_rng(torch.device("cpu"), 0):  # random augmentation: same batch every run, caller's RNG kept
-            batch = next(iter(source.train_dataloader()))
-    elif isinstance(source, Iterable):
-        with isolated_rng(torch.device("cpu"), 0):
-            batch = next(iter(source))
-    else:
-        raise TypeError(
-            f"expected (inputs, targets) tensors, a DataLoader or a LightningDataModule, got {type(source).__name__}"
-        )
-    if batch_transform is not None:
-        batch = batch_transform(batch)
-    if isinstance(batch, Mapping):
-        keys = [("x", "y"), ("image", "label"), ("input", "target"), ("inputs", "targets")]
-        for kx, ky in keys:
-            if kx in batch and ky in batch:
-                batch = (batch[kx], batch[ky])
-                break
-    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], Tensor)):
-        raise ValueError(
-            f"cannot read (inputs, targets) from a batch of type {type(batch).__name__}; pass batch_transform=... "
-            "returning the pair"
-        )
-    x, y = batch[0], batch[1]
-    if max_samples is not None:
-        x, y = x[:max_samples], y[:max_samples]
-    return x, y
-
-
-def _num_classes(source: Any, targets: Tensor, num_classes: int | None) -> int:
-    if num_classes is not None:
-        return num_classes
-    found = getattr(source, "num_classes", None)
-    if isinstance(found, int):
-        return found
-    raise ValueError(
-        "the number of classes is unknown: pass num_classes=... (a mini-batch need not contain every class, "
-        f"this one has labels up to {int(targets.max())}), or give the datamodule a num_classes attribute"
-    )
-
-
 def rank(
     candidates: Sequence[Any] | Mapping[str, Any],
     batch_or_datamodule: Any,
     proxies: Sequence[str] = ("gradsign",),
     *,
     policy: ScoringPolicy | str | None = "auto",
+    options: Mapping[str, Mapping[str, Any]] | None = None,
     seeds: int | None = None,
     max_params: float | None = None,
     max_flops: float | None = None,
@@ -300,9 +266,11 @@ def rank(
             ``{"class_path": ..., "init_args": ...}``, a factory) or a mapping display name -> spec.
         batch_or_datamodule: ``(inputs, targets)``, a DataLoader or a LightningDataModule.
         proxies: registered proxies to score with (not ``ensemble``; use ``order_by="ensemble"``).
-        policy: the :class:`~gradsign_pl.policy.ScoringPolicy` (or ``"cell-space"`` / ``"real-model"``);
+        policy: the :class:`~gradsign_pl.scoring.policy.ScoringPolicy` (or ``"cell-space"`` / ``"real-model"``);
             ``"auto"``: the authors' semantics when every candidate is from a NAS cell space, the validated
-            real-model policy otherwise (see :mod:`gradsign_pl.policy`).
+            real-model policy otherwise (see :mod:`gradsign_pl.scoring.policy`).
+        options: per-proxy options over the policy's, e.g. ``{"gradsign": {"bn_policy": "batch"}}``; checked
+            against each proxy's signature now (a misspelt option is an error here, not a failed score later).
         seeds: initialisation seeds per candidate (0..seeds-1); scores are averaged, the spread reported, and
             adjacent candidates whose order flips between seeds are marked as tied (default: the policy's).
         max_params, max_flops: budgets; larger candidates are listed as ``over budget`` and not scored.
@@ -318,6 +286,8 @@ def rank(
     proxies = list(dict.fromkeys(proxies))
     if not proxies:
         raise ValueError("proxies must name at least one registered proxy, e.g. ('gradsign',)")
+    if not len(candidates):
+        raise ValueError("no candidates to rank: pass at least one model spec, e.g. ['timm:resnet18']")
     for p in proxies:
         if p == "ensemble":
             raise ValueError("'ensemble' combines other proxies: list them and pass order_by='ensemble'")
@@ -345,18 +315,28 @@ def rank(
             "policy='cell-space' or a ScoringPolicy with order_terms=('proxy',)", stacklevel=2)
     if seeds is not None:
         scoring = dataclasses.replace(scoring, seeds=seeds)
+    if options:
+        unknown = sorted(set(options) - set(proxies))
+        if unknown:
+            raise ValueError(f"options names proxies that are not scored: {unknown}; scored: {proxies}")
+        merged = {p: dict(o) for p, o in scoring.proxy_options.items()}
+        for p, o in options.items():
+            merged[p] = {**merged.get(p, {}), **dict(o)}
+        scoring = dataclasses.replace(scoring, proxy_options=merged)  # __post_init__ checks every option
     seeds = scoring.seeds
 
     x, y = first_batch(batch_or_datamodule, max_samples=max_samples)
-    classes = _num_classes(batch_or_datamodule, y, num_classes)
+    classes = num_classes_of(batch_or_datamodule, y, num_classes)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
     fingerprint = batch_fingerprint(x, y)
     store = None
     if cache is not None:
         meta = {"batch": fingerprint, "num_classes": classes, "loss_fn": getattr(loss_fn, "__qualname__", str(loss_fn)),
                 "device_type": dev.type, "init": scoring.init, "proxy_options": scoring.describe()["proxy_options"]}
-        store = ScoreCache(cache, meta)
-    x, y = x.to(dev), y.to(dev)
+        store = ScoreCache(cache, meta, on_change="recompute")
+        if store.changed:
+            warnings.warn(f"{cache}: the scoring settings changed since it was last used ({store.describe_change()}); "
+                          "its earlier scores are kept but not reused, every candidate is scored again", stacklevel=2)
 
     rows = []
     bar = _progress(progress, len(cands))
@@ -371,95 +351,68 @@ def rank(
                    {**scoring.describe(), "summary": scoring.summary()})
 
 
-def _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store, policy):
+def _score_candidate(cand: Candidate, x: Tensor, y: Tensor, proxies: list[str], seeds: int, classes: int,
+                     max_params: float | None, max_flops: float | None, loss_fn: Callable[..., Tensor],
+                     dev: torch.device, store: ScoreCache | None, policy: ScoringPolicy) -> RankedCandidate:
+    """Every seed's scores of one candidate (cached ones read back), folded into its ranking row."""
     t0 = time.perf_counter()
+    key = f"{cand.name}#{cand.fingerprint}"  # a changed spec (kwargs, class path, factory code) is a new key
     per_seed: dict[str, list[float]] = {p: [] for p in proxies}
-    reasons: list[str] = []
+    reasons: dict[str, str] = {}
     signals: list[float] = []
     params = flops = None
+    if store is not None and (key, "params") in store and (key, "flops") in store:
+        params, flops = int(store.score(key, "params")), int(store.score(key, "flops"))
     for seed in range(seeds):
-        keys = [f"{p}@seed{seed}" for p in proxies]
-        size_cached = store is not None and all((cand.name, k) in store for k in SIZE_KEYS)
-        if store is not None and size_cached and all((cand.name, k) in store for k in keys):
-            params, flops = int(store.score(cand.name, "params")), int(store.score(cand.name, "flops"))
-            for p, k in zip(proxies, keys):
-                _read_cached(store, cand.name, p, k, per_seed, reasons, signals)
-            continue
-        try:
-            with isolated_rng(dev, seed):
-                model = cand.build(num_classes=classes, in_chans=x.shape[1], input_size=tuple(x.shape[2:]))
-                if policy.init != "as_built":  # a factory may hand back a module the caller owns: never touch it
-                    model = apply_init_policy(copy.deepcopy(model), policy.init)  # drawn on CPU, as validated
-            model = model.to(dev)
-            if params is None:
-                params = sum(p.numel() for p in model.parameters())
-                flops, _ = count_flops(private_copy(model, train=False, requires_grad=False), x[:2])
+        keys = {p: f"{p}@seed{seed}" for p in proxies}
+        missing = [p for p in proxies if store is None or (key, keys[p]) not in store]
+        if missing or params is None:
+            over = _over_budget(params, flops, max_params, max_flops) if params is not None else None
+            if over:
+                return RankedCandidate(cand.name, "over budget", dict.fromkeys(proxies, math.nan), {}, params, flops,
+                                       reason=over, seconds=time.perf_counter() - t0)
+            result = score_model(
+                lambda: cand.build(num_classes=classes, in_chans=x.shape[1], input_size=tuple(x.shape[2:])),
+                x, y, missing, policy=policy, seed=seed, loss_fn=loss_fn, device=dev, size=params is None,
+                admit=lambda n, f: _over_budget(n, f, max_params, max_flops))
+            if params is None and result.params is not None:
+                params, flops = result.params, result.flops
                 if store is not None:
-                    store.add(cand.name, "params", float(params))
-                    store.add(cand.name, "flops", float(flops))
-        except Exception as exc:  # noqa: BLE001 - a broken candidate is reported, the rest still rank
-            return RankedCandidate(cand.name, "failed", {p: math.nan for p in proxies}, {}, params, flops,
-                                   reason=f"build/forward failed: {_describe(exc)}",
-                                   seconds=time.perf_counter() - t0)
-        over = _over_budget(params, flops, max_params, max_flops)
-        if over:
-            return RankedCandidate(cand.name, "over budget", {p: math.nan for p in proxies}, {}, params, flops,
-                                   reason=over, seconds=time.perf_counter() - t0)
-        for p, k in zip(proxies, keys):
-            if store is not None and (cand.name, k) in store:
-                _read_cached(store, cand.name, p, k, per_seed, reasons, signals)
+                    store.add(key, "params", float(params))
+                    store.add(key, "flops", float(flops))
+            if result.error is not None:
+                status = "over budget" if result.params is not None else "failed"
+                return RankedCandidate(cand.name, status, dict.fromkeys(proxies, math.nan), {}, params, flops,
+                                       reason=result.error, seconds=time.perf_counter() - t0)
+            for p in missing:
+                r = result.results[p]
+                extra = {"signal": r.n_active_params / r.n_params} if p == "gradsign" and r.is_finite and r.n_params \
+                    else {}
+                if store is not None and p not in result.transient:  # out of memory is not a final result
+                    store.add(key, keys[p], r.score, reason=result.reasons.get(p), **extra)
+                per_seed[p].append(r.score)
+                if p in result.reasons:
+                    reasons[p] = result.reasons[p]
+                if "signal" in extra:
+                    signals.append(extra["signal"])
+        for p in proxies:
+            if p in missing:
                 continue
-            signal = None
-            try:
-                result = get_proxy(p).fn(model, x, y, loss_fn=loss_fn, **policy.options_for(p))
-                value, reason = result.score, result.reason
-                if p == "gradsign" and result.n_params:
-                    signal = result.n_active_params / result.n_params
-                    signals.append(signal)
-            except Exception as exc:  # noqa: BLE001
-                value, reason = math.nan, _describe(exc)
-            if not math.isfinite(value):
-                reason = reason or f"non-finite score {value}"
-                reasons.append(f"{p}: {reason}")
-            per_seed[p].append(value)
-            if store is not None:
-                store.add(cand.name, k, value, reason=reason, signal=signal)
-        del model
-    scores = {p: float(np.mean(v)) if v and all(math.isfinite(s) for s in v) else math.nan
-              for p, v in per_seed.items()}
-    spread = {p: float(np.std(v)) if v and all(math.isfinite(s) for s in v) else math.nan
-              for p, v in per_seed.items()}
-    over = _over_budget(params, flops, max_params, max_flops)
-    if over:
-        return RankedCandidate(cand.name, "over budget", scores, spread, params, flops, reason=over,
-                               seconds=time.perf_counter() - t0)
-    failed = any(not math.isfinite(v) for v in scores.values())
+            record = store.get(key, keys[p])  # type: ignore[union-attr]
+            per_seed[p].append(store.score(key, keys[p]))  # type: ignore[union-attr]
+            if record.get("reason"):
+                reasons[p] = record["reason"]
+            if record.get("signal") is not None:
+                signals.append(record["signal"])
+    scores = {p: float(np.mean(v)) if all(math.isfinite(s) for s in v) else math.nan for p, v in per_seed.items()}
+    spread = {p: float(np.std(v)) if all(math.isfinite(s) for s in v) else math.nan for p, v in per_seed.items()}
     signal = float(np.mean(signals)) if signals else None
-    warnings = []
+    notes = []
     if signal is not None and signal < LOW_SIGNAL:
-        warnings.append(f"low gradient signal: {100 * signal:.1f}% of the weights get any gradient at this "
-                        "initialisation, so GradSign sees little of the network")
-    return RankedCandidate(cand.name, "failed" if failed else "ok", scores, spread, params, flops,
-                           reason="; ".join(dict.fromkeys(reasons)) or None, seconds=time.perf_counter() - t0,
-                           per_seed=per_seed, signal=signal, warnings=warnings)
-
-
-def _read_cached(store: ScoreCache, name: str, proxy: str, key: str, per_seed: dict[str, list[float]],
-                 reasons: list[str], signals: list[float]) -> None:
-    """Fold one cached score, its failure reason and its gradient signal into the candidate's lists."""
-    record = store.get(name, key)
-    per_seed[proxy].append(store.score(name, key))
-    if record.get("reason"):
-        reasons.append(f"{proxy}: {record['reason']}")
-    if record.get("signal") is not None:
-        signals.append(record["signal"])
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return f"out of memory ({type(exc).__name__}); try a smaller batch (max_samples) or chunk_size"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+        notes.append(f"low gradient signal: {100 * signal:.1f}% of the weights get any gradient at this "
+                     "initialisation, so GradSign sees little of the network")
+    return RankedCandidate(cand.name, "ok", scores, spread, params, flops, seconds=time.perf_counter() - t0,
+                           per_seed=per_seed, signal=signal, warnings=notes, failed_proxies=reasons)
 
 
 def _over_budget(params, flops, max_params, max_flops) -> str | None:
@@ -480,15 +433,29 @@ def _order_keys(ok: list[RankedCandidate], proxies: list[str], order_by: str, or
             return [float(r.flops) for r in ok]
         return [r.scores[p] if seed is None else r.per_seed[p][seed] for r in ok]
 
-    terms = (list(proxies) if order_by == "ensemble" else [order_by]) if "proxy" in order_terms else []
-    terms += [t for t in order_terms if t != "proxy" and t not in terms]
+    terms = _used_terms(proxies, order_by, order_terms)
     if len(terms) == 1:
         return values(terms[0])
     return list(rank_ensemble({t: values(t) for t in terms}, "log_rank")) if ok else []
 
 
+def _used_terms(proxies: list[str], order_by: str, order_terms: Sequence[str]) -> list[str]:
+    """The scores the order reads: the ordering proxy (or every proxy for ``ensemble``) and the size terms."""
+    terms = (list(proxies) if order_by == "ensemble" else [order_by]) if "proxy" in order_terms else []
+    return terms + [t for t in order_terms if t != "proxy" and t not in terms]
+
+
 def _order(rows: list[RankedCandidate], proxies: list[str], order_by: str, top_k: int | None,
            order_terms: Sequence[str] = ("proxy",)) -> None:
+    used = _used_terms(proxies, order_by, order_terms)
+    for r in rows:  # a nan in a score the order reads fails the candidate; in any other score it is a warning
+        if r.status != "ok":
+            continue
+        blocking = {p: why for p, why in r.failed_proxies.items() if p in used}
+        if blocking:
+            r.status = "failed"
+            r.reason = "; ".join(f"{p}: {why}" for p, why in blocking.items())
+        r.warnings += [f"{p} could not be scored ({why})" for p, why in r.failed_proxies.items() if p not in used]
     ok = [r for r in rows if r.status == "ok"]
     keys = dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, order_terms, None)))
     ok.sort(key=lambda r: -keys[r.name])

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gradsign_pl.callbacks import GradSignCallback
 from gradsign_pl.candidates import candidate
-from gradsign_pl.policy import CELL_SPACE_POLICY, REAL_MODEL_POLICY, ScoringPolicy, apply_init_policy
+from gradsign_pl.scoring.policy import CELL_SPACE_POLICY, REAL_MODEL_POLICY, ScoringPolicy, apply_init_policy
 from gradsign_pl.proxies import gradsign
 from gradsign_pl.proxies.ensemble import rank_ensemble
 from gradsign_pl.spaces.zen import MasterNet

@@ -41,14 +41,21 @@ def test_ranks_by_the_first_proxy_keeps_top_k_and_isolates_failures(batch):
              "wrong": "timm:resnet18"}
     cands["wrong"] = {"class_path": "tests.models.TinyCNN", "init_args": {"width": 2}}
     ranking = rank(cands, batch, ["params", "gradsign"], top_k=2, num_classes=5, progress=False, policy="cell-space")
-    assert [r.name for r in ranking.rows[:4]] == ["w16", "w8", "w4", "wrong"]
-    assert [r.rank for r in ranking.rows[:4]] == [1, 2, 3, 4]
+    # ordered by params: the nan GradSign of "nan" does not stop it ranking (same size as w4: a tie, input order)
+    assert [r.name for r in ranking.rows[:5]] == ["w16", "w8", "w4", "nan", "wrong"]
+    assert [r.rank for r in ranking.rows[:5]] == [1, 2, 3, 4, 5]
+    assert ranking["w4"].tied and ranking["nan"].tied and not ranking["w8"].tied
     assert [r.name for r in ranking.kept] == ["w16", "w8"]
     assert ranking["w4"].reason == "not in the top 2"
     failed = {r.name: r.reason for r in ranking.failures}
-    assert set(failed) == {"broken", "nan"}
+    assert set(failed) == {"broken"}
     assert "forward is broken on purpose" in failed["broken"]
-    assert "gradsign:" in failed["nan"] and ranking["nan"].rank is None
+    assert any(w.startswith("gradsign could not be scored") for w in ranking["nan"].warnings)
+    assert "non-finite" in ranking["nan"].failed_proxies["gradsign"]
+    # ordered by GradSign, the same candidate fails, with the reason
+    by_gradsign = rank(cands, batch, ["params", "gradsign"], order_by="gradsign", num_classes=5, progress=False,
+                       policy="cell-space")
+    assert by_gradsign["nan"].status == "failed" and by_gradsign["nan"].reason.startswith("gradsign: ")
     # the numbers are the proxies' own
     torch.manual_seed(0)
     expected = score("gradsign", TinyCNN(5, 3, 16), *batch).score
@@ -89,8 +96,23 @@ def test_resumes_from_the_cache_without_recomputing(batch, tmp_path, monkeypatch
     second = rank(cands, batch, ["gradsign", "synflow"], cache=tmp_path, num_classes=5, progress=False)
     assert calls == []
     assert second.records() == [dict(r, seconds=s["seconds"]) for r, s in zip(first.records(), second.records())]
-    with pytest.raises(ValueError, match="other settings"):
-        rank(cands, (batch[0] + 1, batch[1]), ["gradsign"], cache=tmp_path, num_classes=5, progress=False)
+    monkeypatch.undo()
+    # another batch: the cached scores are not reused (a warning names what changed), the new ones join the cache
+    with pytest.warns(UserWarning, match=r"scoring settings changed .*batch: '"):
+        third = rank(cands, (batch[0] + 1, batch[1]), ["gradsign"], cache=tmp_path, num_classes=5, progress=False)
+    fresh = rank(cands, (batch[0] + 1, batch[1]), ["gradsign"], num_classes=5, progress=False)
+    assert [r.scores for r in third.rows] != [r.scores for r in first.rows]
+    assert [(r.name, r.scores) for r in third.rows] == [(r.name, r.scores) for r in fresh.rows]
+
+
+def test_a_changed_spec_is_scored_again_under_its_own_key(batch, tmp_path):
+    small = {"m": {"class_path": "tests.models.TinyCNN", "init_args": {"width": 2}}}
+    wide = {"m": {"class_path": "tests.models.TinyCNN", "init_args": {"width": 8}}}
+    a = rank(small, batch, ["gradsign"], cache=tmp_path, num_classes=5, progress=False, policy="cell-space")
+    b = rank(wide, batch, ["gradsign"], cache=tmp_path, num_classes=5, progress=False, policy="cell-space")
+    assert a["m"].params < b["m"].params and a["m"].scores != b["m"].scores
+    assert b["m"].params == rank(wide, batch, ["gradsign"], num_classes=5, progress=False,
+                                 policy="cell-space")["m"].params
 
 
 def test_order_by_ensemble(batch):

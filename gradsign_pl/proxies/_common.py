@@ -15,9 +15,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 from torch.nn.modules.dropout import _DropoutNd
 
 from gradsign_pl.proxies._result import ProxyResult
+from gradsign_pl.rng import seeded
 
 LossFn = Callable[[Any, Tensor], Tensor]
 
@@ -81,20 +81,6 @@ def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
             return p.dtype, p.device
     p = next(model.parameters())
     return torch.get_default_dtype(), p.device
-
-
-@contextlib.contextmanager
-def isolated_rng(device: torch.device, seed: int = 0) -> Iterator[None]:
-    """Run the body with torch (CPU and ``device``), Python ``random`` seeded to ``seed``; restore all after."""
-    py_state = random.getstate()
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
-            torch.manual_seed(seed)
-            random.seed(seed)
-            yield
-    finally:
-        random.setstate(py_state)
 
 
 def check_output_and_loss(output: Any, targets: Tensor, loss_fn: LossFn) -> None:
@@ -168,7 +154,7 @@ class ScoringContext(contextlib.AbstractContextManager):
         self.inputs = inputs.to(device=self.device, dtype=self.dtype if inputs.is_floating_point() else None)
         self.targets = targets.to(device=self.device, dtype=self.dtype if targets.is_floating_point() else None)
         self.seed = seed
-        self._rng = isolated_rng(self.device, seed)
+        self._rng = seeded(seed)
         self._base_mem = 0
 
     def __enter__(self) -> ScoringContext:
@@ -230,3 +216,10 @@ def finite_or_reason(value: Tensor | float, what: str) -> tuple[float, str | Non
     if v == v and abs(v) != float("inf"):
         return v, None
     return float("nan"), f"{what} is not finite ({v}); check the model's initialisation and inputs"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory failure (CUDA or host): transient, worth a retry with less at once."""
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

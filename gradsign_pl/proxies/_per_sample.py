@@ -14,7 +14,7 @@ the memory held is the chunk's gradients (``chunk_size`` x parameters) plus what
 never ``n`` x parameters.
 
 The model is never touched: scoring runs on a private copy (see :func:`prepare_model`), in eval mode except
-for BatchNorm, under an isolated RNG (see :func:`isolated_rng`).
+for BatchNorm, under an isolated, seeded RNG (:func:`gradsign_pl.rng.seeded`).
 
 BatchNorm policy (``bn_policy``):
 

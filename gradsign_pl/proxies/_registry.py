@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
 
-from gradsign_pl._registry import Registry
+from gradsign_pl.registry import Registry
 from gradsign_pl.proxies._result import ProxyResult
 
 ProxyFn = Callable[..., ProxyResult]
@@ -54,6 +58,50 @@ def list_proxies(filter: str = "*") -> list[str]:
 def get_proxy(name: str) -> ProxyInfo:
     """The registered proxy ``name``; an unknown name is a ``KeyError`` listing the closest names."""
     return _PROXIES.lookup(name)
+
+
+def proxy_options(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword options proxy ``name`` takes (every parameter after ``model, inputs, targets``)."""
+    sig = inspect.signature(get_proxy(name).fn)
+    return {k: p for k, p in list(sig.parameters.items())[3:] if p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def check_options(name: str, options: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
+    """Refuse options proxy ``name`` does not take, or values outside an option's ``Literal`` choices.
+
+    Called wherever options are read (a :class:`~gradsign_pl.scoring.policy.ScoringPolicy`, the callback's
+    ``options``, a recipe's ``triage.options``), so a misspelt option is an error there, not a failed score later.
+    Returns the options as a plain dict.
+    """
+    where = f"{where}: " if where else ""
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{where}options of proxy {name!r} must be a mapping of option -> value, got "
+                        f"{type(options).__name__}")
+    known = proxy_options(name)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD
+                    for p in inspect.signature(get_proxy(name).fn).parameters.values())
+    hints = typing.get_type_hints(get_proxy(name).fn)
+    for key, value in options.items():
+        if key not in known and not takes_any:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"{where}proxy {name!r} has no option {key!r}; {hint}its options: "
+                             f"{', '.join(known) or 'none'}")
+        choices = _literal_choices(hints.get(key))
+        if choices and not callable(value) and value not in choices:
+            raise ValueError(f"{where}{name}.{key} must be one of {list(choices)}, got {value!r}")
+    return dict(options)
+
+
+def _literal_choices(hint: Any) -> tuple[Any, ...]:
+    """The values a ``Literal[...]`` hint (possibly inside a ``Union``) allows; empty when it is not one."""
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal]
+        others = [a for a in typing.get_args(hint) if typing.get_origin(a) is not typing.Literal]
+        return () if others else tuple(v for a in args for v in typing.get_args(a))
+    return ()
 
 
 def score(name: str, model: nn.Module, inputs: Tensor, targets: Tensor, **options: Any) -> ProxyResult:

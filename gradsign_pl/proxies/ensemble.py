@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 from torch import Tensor, nn
 
 from gradsign_pl.proxies._registry import get_proxy, register_proxy
@@ -31,22 +32,14 @@ ImageNet16-120, selected on CIFAR-10."""
 
 
 def ranks(values: Sequence[float]) -> np.ndarray:
-    """Ascending ranks 1..m of ``values`` (ties share their mean rank; ``nan`` ranks below every number)."""
+    """Ascending ranks 1..m of ``values`` (ties share their mean rank; ``nan`` ranks below every number).
+
+    ``scipy.stats.rankdata(method="average")`` with ``nan`` read as ``-inf``.
+    """
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"expected one score per candidate (a 1-D sequence), got shape {x.shape}")
-    x = np.where(np.isnan(x), -np.inf, x)
-    order = np.argsort(x, kind="stable")
-    sorted_x = x[order]
-    r = np.empty(len(x), dtype=np.float64)
-    start = 0
-    while start < len(x):
-        stop = start + 1
-        while stop < len(x) and sorted_x[stop] == sorted_x[start]:
-            stop += 1
-        r[order[start:stop]] = (start + 1 + stop) / 2  # mean of ranks start+1 .. stop
-        start = stop
-    return r
+    return stats.rankdata(np.where(np.isnan(x), -np.inf, x), method="average")
 
 
 def rank_ensemble(scores: Mapping[str, Sequence[float]], method: str = "log_rank") -> np.ndarray:

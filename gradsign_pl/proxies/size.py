@@ -32,12 +32,13 @@ from gradsign_pl.proxies._result import ProxyResult
 
 
 @register_proxy("params")
-def params(model: nn.Module, inputs: Tensor, targets: Tensor, *, trainable_only: bool = False, **_: Any) -> ProxyResult:
+def params(model: nn.Module, inputs: Tensor, targets: Tensor, *, trainable_only: bool = False,
+           loss_fn: Any = None) -> ProxyResult:
     """Number of scalar parameters (higher = bigger model = predicted better).
 
     ``trainable_only``: count only parameters with ``requires_grad``. Shared parameters count once. The batch is
-    only validated (it does not change the count); other options such as ``loss_fn`` are accepted and ignored
-    so that every proxy can be called alike.
+    only validated (it does not change the count); ``loss_fn`` is accepted and ignored so that every proxy can be
+    called alike, and any other option is refused.
     """
     with ScoringContext(model, inputs, targets, min_samples=1) as ctx:
         per_layer = {n: float(p.numel()) for n, p in model.named_parameters() if p.requires_grad or not trainable_only}
@@ -129,13 +130,13 @@ def count_flops(model: nn.Module, inputs: Tensor) -> tuple[int, dict[str, int]]:
 
 
 @register_proxy("flops")
-def flops(model: nn.Module, inputs: Tensor, targets: Tensor, **_: Any) -> ProxyResult:
+def flops(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss_fn: Any = None) -> ProxyResult:
     """Operations per sample for one forward pass, NAS-Bench-201 convention (higher = bigger = predicted better).
 
     One multiply-accumulate counts one operation (so NB-201's "FLOPs" are this count); pooling, batch norm and
     biases count as described in the module docstring. The count uses an eval-mode private copy on the first two
-    samples of the batch; the batch's values do not change it, only its shape. ``loss_fn`` and other options
-    are accepted and ignored so that every proxy can be called alike.
+    samples of the batch; the batch's values do not change it, only its shape. ``loss_fn`` is accepted and
+    ignored so that every proxy can be called alike; any other option is refused.
     """
     with ScoringContext(model, inputs, targets, min_samples=1) as ctx:
         net = ctx.copy(train=False, requires_grad=False)

@@ -303,44 +303,45 @@ def proxy_fitness(
 ) -> Callable[[str], float]:
     """A fitness function: the zero-cost proxy ``proxy`` of a freshly built network on the batch ``(x, y)``.
 
-    Each call builds ``space.build(structure, num_classes, in_chans)`` with the torch RNG seeded with
-    ``init_seed`` (inside ``torch.random.fork_rng``, so the caller's RNG state is left untouched and the same
-    structure always gets the same initial weights), moves it and the batch to ``device`` (default: ``x.device``)
-    and returns ``float(gradsign_pl.score(proxy, model, x, y, **options).score)`` -- ``nan`` when the proxy could
-    not compute a value. Exceptions propagate (:func:`evolution_search` counts them as rejected, reason
-    ``"nan"``).
+    Each call scores ``space.build(structure, num_classes, in_chans)`` with
+    :func:`gradsign_pl.scoring.core.score_model` under the authors' semantics (the cell-space policy), built under
+    ``init_seed`` (so the same structure always gets the same initial weights and the caller's RNG state is left
+    untouched), on ``device`` (default: ``x.device``), and returns the score -- ``nan`` when the structure could not
+    be built or the proxy could not compute a value (:func:`evolution_search` counts those as rejected, reason
+    ``"nan"``). ``options`` go to the proxy and are checked now.
 
     Scoring is sequential on the one ``device``; run one search per device to use several.
     """
-    from gradsign_pl.proxies import get_proxy, score
+    from gradsign_pl.proxies import check_options, get_proxy
+    from gradsign_pl.scoring.core import score_model
 
     get_proxy(proxy)  # an unknown name fails now, listing the registered ones
     if proxy == "ensemble":
         raise ValueError("the 'ensemble' proxy ranks a set of models; pick a single proxy such as 'gradsign'")
+    check_options(proxy, options, where="fitness")
     dev = torch.device(device) if device is not None else x.device
     x = x.to(dev)
     y = y.to(dev)
-    if dev.type == "cuda":
-        fork_devices = list(range(torch.cuda.device_count()))
-    else:
-        fork_devices = []
 
     def fitness(structure: str) -> float:
-        with torch.random.fork_rng(devices=fork_devices):
-            if dev.type == "cuda":
-                torch.manual_seed(init_seed)
-            else:
-                torch.random.default_generator.manual_seed(init_seed)
-            model = space.build(structure, num_classes=num_classes, in_chans=in_chans).to(dev)
-            result = score(proxy, model, x, y, **options)
-        del model
-        return float(result.score)
+        scored = score_model(lambda: space.build(structure, num_classes=num_classes, in_chans=in_chans), x, y,
+                             [proxy], seed=init_seed, options={proxy: options}, device=dev)
+        return float(scored.results[proxy].score)
 
     fitness.__doc__ = f"{proxy} score of a {space.name} structure (init seed {init_seed}, device {dev})."
     return fitness
 
 
 # ------------------------------------------------------------------------------------------------------ search
+
+
+def check_settings(space: MutableSpace, settings: EvolutionSettings) -> str:
+    """Validate ``settings`` against ``space`` before any work (a ``ValueError`` names the bad field, or the
+    budget the initial structure already exceeds); return the initial structure."""
+    settings.validate()
+    init = settings.init_structure if settings.init_structure is not None else space.initial_structure
+    _check_initial(space, settings, init)
+    return init
 
 
 def _rng_state_to_json(state: tuple) -> list:
@@ -555,9 +556,7 @@ def evolution_search(
     Raises:
         RuntimeError: the first :data:`MAX_INITIAL_FAILURES` failing candidates came before any success.
     """
-    settings.validate()
-    init = settings.init_structure if settings.init_structure is not None else space.initial_structure
-    _check_initial(space, settings, init)
+    init = check_settings(space, settings)
 
     rng = random.Random(settings.seed)
     path = Path(checkpoint) if checkpoint is not None else None

@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from torch import nn
 
-from gradsign_pl._registry import Registry
+from gradsign_pl.registry import Registry
 
 
 @runtime_checkable

@@ -2,7 +2,7 @@
 
 For each sampled architecture: seed the RNG with ``seed``, build the network (so every arch's initialisation is
 independent of the order and of an interruption), score it with every requested proxy on one fixed real batch,
-and cache each score on disk as soon as it exists. Then Spearman rho and Kendall tau (torchmetrics) of each
+and cache each score on disk as soon as it exists. Then Spearman rho and Kendall tau (SciPy) of each
 proxy and of the requested rank ensembles against the space's ground-truth test accuracy.
 """
 
@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchmetrics.functional as tmf
 
 from gradsign_pl.data.batches import load_batch
-from gradsign_pl.proxies import get_proxy
-from gradsign_pl.proxies._common import batch_fingerprint
+from gradsign_pl.proxies import batch_fingerprint, get_proxy
 from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
 from gradsign_pl.spaces import SearchSpace
-from gradsign_pl.studies.cache import ScoreCache
+from gradsign_pl.scoring.agreement import rank_agreement
+from gradsign_pl.scoring.cache import ScoreCache
+from gradsign_pl.scoring.core import score_model
 
 DEFAULT_PROXIES = ("gradsign", "grad_norm", "snip", "grasp", "fisher", "synflow", "jacov", "naswot", "zen", "params", "flops")
 """Every single-model proxy, in the paper's column order where it has one."""
@@ -65,18 +65,6 @@ class Correlation:
     @property
     def archs_per_minute(self) -> float:
         return 60.0 / self.seconds_per_arch if self.seconds_per_arch > 0 else math.nan
-
-
-def rank_correlation(scores: Sequence[float], accuracy: Sequence[float]) -> tuple[float, float, int]:
-    """``(spearman, kendall_tau_b, n)`` over the pairs where both values are finite (``nan`` if n < 3)."""
-    s = np.asarray(scores, dtype=np.float64)
-    a = np.asarray(accuracy, dtype=np.float64)
-    keep = np.isfinite(s) & np.isfinite(a)
-    n = int(keep.sum())
-    if n < 3 or np.ptp(s[keep]) == 0:
-        return math.nan, math.nan, n
-    preds, target = torch.from_numpy(s[keep]), torch.from_numpy(a[keep])
-    return float(tmf.spearman_corrcoef(preds, target)), float(tmf.kendall_rank_corrcoef(preds, target)), n
 
 
 def parse_ensemble(spec: str) -> tuple[str, list[str]]:
@@ -136,30 +124,20 @@ def score_archs(
     A failure (build error, exception in a proxy, non-finite score) is cached as ``nan`` with its reason and the
     study goes on. ``batch_for(index)``, when given, supplies each arch's own batch instead of ``inputs, targets``.
     """
-    fns = {p: get_proxy(p).fn for p in proxies}
+    for p in proxies:
+        get_proxy(p)
     inputs, targets = inputs.to(device), targets.to(device)
     computed = 0
     for index in indices:
         missing = [p for p in proxies if (index, p) not in cache]
         if missing:
-            try:
-                torch.manual_seed(seed)
-                model = space.build(int(index), dataset).to(device)
-            except Exception as exc:  # noqa: BLE001 - one arch never sinks the study
-                for p in missing:
-                    cache.add(index, p, math.nan, reason=f"build failed: {type(exc).__name__}: {exc}", seconds=0.0)
-                model = None
             x, y = (inputs, targets) if batch_for is None else (t.to(device) for t in batch_for(int(index)))
-            for p in missing if model is not None else []:
-                t0 = time.perf_counter()
-                try:
-                    result = fns[p](model, x, y)
-                    value, reason = result.score, result.reason
-                except Exception as exc:  # noqa: BLE001
-                    value, reason = math.nan, f"{type(exc).__name__}: {exc}"
-                if not math.isfinite(value) and reason is None:
-                    reason = f"non-finite score {value}"
-                cache.add(index, p, value, reason=reason, seconds=round(time.perf_counter() - t0, 4))
+            scored = score_model(lambda: space.build(int(index), dataset), x, y, missing, seed=seed, device=device)
+            for p in missing:
+                r = scored.results[p]
+                if p in scored.transient:  # out of memory: not a final result, scored again on the next run
+                    continue
+                cache.add(index, p, r.score, reason=scored.reasons.get(p), seconds=round(r.elapsed_s, 4))
                 computed += 1
         if progress is not None:
             progress(1)
@@ -255,11 +233,11 @@ def run_correlation(
     paper = PAPER_TABLE_5_2.get(dataset, {}) if space.name == "nb201" else {}
     correlations = []
     for p in proxies:
-        rho, tau, n = rank_correlation(scores[p], accuracy)
+        rho, tau, n = rank_agreement(scores[p], accuracy)
         correlations.append(Correlation(p, rho, tau, n, len(indices) - n, paper.get(p), float(np.nanmean(seconds[p]))))
     for method, parts in parsed:
         combined = rank_ensemble({p: scores[p] for p in parts}, method)
-        rho, tau, n = rank_correlation(combined, accuracy)
+        rho, tau, n = rank_agreement(combined, accuracy)
         name = f"ensemble:{method}:{'+'.join(parts)}"
         scores[name] = combined
         correlations.append(Correlation(name, rho, tau, n, len(indices) - n))

@@ -19,44 +19,12 @@ Ties among policies during a choice go to the earliest in the given order, so pu
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall tau-b of ``x`` against ``y`` (``nan`` when every pair is tied on either side)."""
-    return _tau_rows(np.asarray(x, dtype=np.float64)[None, :], np.asarray(y, dtype=np.float64))[0]
-
-
-def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rho (Pearson correlation of average ranks); ``nan`` if either side is constant."""
-    rx, ry = _average_ranks(np.asarray(x, dtype=np.float64)), _average_ranks(np.asarray(y, dtype=np.float64))
-    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
-        return math.nan
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _average_ranks(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="stable")
-    ranks = np.empty(len(v))
-    ranks[order] = np.arange(len(v), dtype=np.float64)
-    for value in np.unique(v):
-        tied = v == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def _tau_rows(scores: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """Kendall tau-b of every row of ``scores`` (policies x models) against ``acc``."""
-    iu = np.triu_indices(scores.shape[1], k=1)
-    ds = np.sign(scores[:, :, None] - scores[:, None, :])[:, iu[0], iu[1]]
-    da = np.sign(acc[:, None] - acc[None, :])[iu]
-    num = (ds * da).sum(axis=1)
-    den = np.sqrt(np.count_nonzero(ds, axis=1) * np.count_nonzero(da))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+from gradsign_pl.proxies.ensemble import ranks
+from gradsign_pl.scoring.agreement import kendall_tau, pairs_tau, spearman_rho
 
 
 @dataclasses.dataclass
@@ -108,23 +76,20 @@ def cross_validate(policies: Mapping[str, Sequence[float]], accuracy: Sequence[f
 
     def choose(held_out: set[str]) -> int:
         keep = ~np.isin(fam, list(held_out))
-        taus = np.round(_tau_rows(table[:, keep], acc[keep]), 12)  # equal taus must tie despite rounding
+        taus = np.round([kendall_tau(row, acc[keep]) for row in table[:, keep]], 12)  # equal taus tie
         return int(np.argmax(np.where(np.isnan(taus), -np.inf, taus)))
 
     memo: dict[frozenset[str], int] = {}
     n = len(acc)
-    num = untied_s = untied_a = 0.0
-    for i in range(n):
-        for j in range(i + 1, n):
-            held = frozenset((fam[i], fam[j]))
-            if held not in memo:
-                memo[held] = choose(set(held))
-            s = table[memo[held]]
-            ds, da = np.sign(s[i] - s[j]), np.sign(acc[i] - acc[j])
-            num += ds * da
-            untied_s += ds != 0
-            untied_a += da != 0
-    tau = num / math.sqrt(untied_s * untied_a) if untied_s and untied_a else math.nan
+
+    def judged(i: int, j: int) -> tuple[float, float, float, float]:
+        held = frozenset((fam[i], fam[j]))
+        if held not in memo:
+            memo[held] = choose(set(held))
+        s = table[memo[held]]
+        return s[i], s[j], acc[i], acc[j]
+
+    tau, _ = pairs_tau(judged(i, j) for i in range(n) for j in range(i + 1, n))
 
     chosen: dict[str, str] = {}
     position = np.empty(n)
@@ -133,7 +98,7 @@ def cross_validate(policies: Mapping[str, Sequence[float]], accuracy: Sequence[f
         chosen[label] = names[k]
         s = table[k]
         inside, outside = fam == label, fam != label
-        within = _average_ranks(s[inside]) / max(inside.sum(), 1) * 1e-6  # breaks ties within the family only
+        within = ranks(s[inside]) / max(inside.sum(), 1) * 1e-6  # breaks ties within the family only
         for idx, local in zip(np.nonzero(inside)[0], within):
             others = s[outside]
             position[idx] = ((s[idx] > others).sum() + 0.5 * (s[idx] == others).sum()) / len(others) + local
@@ -143,5 +108,5 @@ def cross_validate(policies: Mapping[str, Sequence[float]], accuracy: Sequence[f
 
 def seed_spread_of_tau(per_seed_scores: Sequence[Sequence[float]], accuracy: Sequence[float]) -> tuple[float, float]:
     """Mean and standard deviation of Kendall tau over several score vectors (e.g. one per init seed)."""
-    taus = _tau_rows(np.asarray(per_seed_scores, dtype=np.float64), np.asarray(accuracy, dtype=np.float64))
+    taus = np.array([kendall_tau(s, accuracy) for s in per_seed_scores])
     return float(np.nanmean(taus)), float(np.nanstd(taus))

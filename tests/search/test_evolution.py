@@ -365,4 +365,6 @@ def test_zen_space_search_mutates_members_with_two_replacements_within_budgets(s
         assert score == space.params(structure, 10) <= max_params
         assert space.flops(structure, 32, 10) <= max_flops and space.layers(structure) <= max_layers
     best = [h["best_score"] for h in result.history if h["best_score"] is not None]
-    assert best == sorted(best) and best[-1] > best[0]
+    # the best never drops, and the search improves on the initial structure (its first best may already sit at
+    # the budget, so it need not improve on that)
+    assert best == sorted(best) and best[-1] > space.params(space.initial_structure, 10)

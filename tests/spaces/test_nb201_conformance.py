@@ -11,7 +11,7 @@ from gradsign_pl import score
 from gradsign_pl.data.batches import load_batch
 from gradsign_pl.data.paths import data_file
 from gradsign_pl.spaces.nb201 import NB201Network
-from gradsign_pl.studies.correlation import rank_correlation
+from gradsign_pl.scoring.agreement import rank_agreement
 
 
 @pytest.fixture(scope="module")
@@ -41,5 +41,5 @@ def test_synflow_and_naswot_rank_archs_like_the_peer(naslib_rows):
         for proxy in ours:
             ours[proxy].append(score(proxy, net, x, y).score)
     for proxy, column in (("synflow", "synflow"), ("naswot", "nwot")):
-        rho, _, n = rank_correlation(ours[proxy], [float(r[column]) for r in rows])
+        rho, _, n = rank_agreement(ours[proxy], [float(r[column]) for r in rows])
         assert n == 8 and rho > 0.9, (proxy, rho)

@@ -15,11 +15,8 @@ from torch import nn
 from gradsign_pl.proxies._registry import _PROXIES, register_proxy
 from gradsign_pl.spaces._registry import permutation_sample
 from gradsign_pl.studies import correlation
-from gradsign_pl.studies.correlation import (
-    parse_ensemble,
-    rank_correlation,
-    run_correlation,
-)
+from gradsign_pl.scoring.agreement import rank_agreement
+from gradsign_pl.studies.correlation import parse_ensemble, run_correlation
 from gradsign_pl.studies.report import write_study
 from tests.proxies.test_ensemble import plain_ranks
 
@@ -54,21 +51,21 @@ values = st.lists(st.integers(0, 6).map(float), min_size=4, max_size=25)
 
 @settings(max_examples=60, deadline=None)
 @given(st.data())
-def test_rank_correlation_matches_plain_formulas(data):
+def test_rank_agreement_matches_plain_formulas(data):
     x = data.draw(values)
     y = data.draw(st.lists(st.integers(0, 6).map(float), min_size=len(x), max_size=len(x)))
     if len(set(x)) < 2 or len(set(y)) < 2:
         return
-    rho, tau, n = rank_correlation(x, y)
+    rho, tau, n = rank_agreement(x, y)
     assert n == len(x)
     assert rho == pytest.approx(plain_spearman(x, y), abs=1e-5)  # torchmetrics adds eps=1e-6 to the denominator
     assert tau == pytest.approx(plain_kendall_b(x, y), abs=1e-6)  # computed in float32
 
 
-def test_rank_correlation_drops_nan_and_handles_constants():
-    rho, tau, n = rank_correlation([1.0, math.nan, 3.0, 2.0], [10.0, 0.0, 30.0, 20.0])
+def test_rank_agreement_drops_nan_and_handles_constants():
+    rho, tau, n = rank_agreement([1.0, math.nan, 3.0, 2.0], [10.0, 0.0, 30.0, 20.0])
     assert (rho, tau, n) == (pytest.approx(1.0, abs=1e-5), pytest.approx(1.0), 3)
-    assert math.isnan(rank_correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])[0])
+    assert math.isnan(rank_agreement([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])[0])
 
 
 def test_parse_ensemble():
@@ -129,7 +126,7 @@ def test_study_scores_caches_and_resumes(tmp_path, failing_proxy, monkeypatch):
     assert by_name["params"].spearman == pytest.approx(1.0) and by_name["params"].n == 7
     assert by_name[failing_proxy].n == 5 and by_name[failing_proxy].n_failed == 3
     reasons = {(i, p): r for i, p, r in study.failures}
-    assert "build failed: RuntimeError: broken candidate" in reasons[(3, "params")]
+    assert "build/forward failed: RuntimeError: broken candidate" in reasons[(3, "params")]
     assert "too wide for this test proxy" in reasons[(7, failing_proxy)]
     assert "ensemble:mean_rank:params+test_fails_on_wide" in by_name
 

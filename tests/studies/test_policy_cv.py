@@ -11,13 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from gradsign_pl.studies.policy_cv import (
-    CrossValidation,
-    cross_validate,
-    kendall_tau_b,
-    seed_spread_of_tau,
-    spearman_rho,
-)
+from gradsign_pl.scoring.agreement import kendall_tau, spearman_rho
+from gradsign_pl.studies.policy_cv import CrossValidation, cross_validate, seed_spread_of_tau
 
 
 def same(a: float, b: float, tol: float = 1e-12) -> bool:
@@ -71,9 +66,9 @@ def benchmark(draw, n_policies: int = 1, min_models: int = 3, max_models: int = 
 
 @settings(max_examples=150, deadline=None)
 @given(paired())
-def test_kendall_tau_b_matches_scipy_with_ties(xy):
+def test_kendall_tau_matches_scipy_with_ties(xy):
     x, y = xy
-    assert same(kendall_tau_b(x, y), scipy_tau_b(x, y))
+    assert same(kendall_tau(x, y), scipy_tau_b(x, y))
 
 
 @settings(max_examples=150, deadline=None)
@@ -84,18 +79,18 @@ def test_spearman_rho_matches_scipy_with_ties(xy):
 
 
 def test_constant_input_gives_nan():
-    assert math.isnan(kendall_tau_b([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
-    assert math.isnan(kendall_tau_b([1.0, 2.0, 3.0], [4.0, 4.0, 4.0]))
+    assert math.isnan(kendall_tau([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert math.isnan(kendall_tau([1.0, 2.0, 3.0], [4.0, 4.0, 4.0]))
     assert math.isnan(spearman_rho([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
     assert math.isnan(spearman_rho([1.0, 2.0, 3.0], [4.0, 4.0, 4.0]))
 
 
 def test_known_values():
-    assert kendall_tau_b([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
-    assert kendall_tau_b([1, 2, 3, 4], [40, 30, 20, 10]) == -1.0
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [40, 30, 20, 10]) == -1.0
     assert spearman_rho([1, 2, 3, 4], [1, 4, 9, 16]) == pytest.approx(1.0, abs=1e-15)
     # x ties one pair: 5 of 6 pairs untied in x, all concordant -> 5 / sqrt(5 * 6)
-    assert kendall_tau_b([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(30), abs=1e-15)
+    assert kendall_tau([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(5 / math.sqrt(30), abs=1e-15)
 
 
 # ------------------------------------------------------------------------------------- cross-validation
@@ -107,7 +102,7 @@ def test_one_policy_is_forced_so_cv_tau_is_its_plain_tau(data):
     policies, accuracy, families = data
     (name, scores), = policies.items()
     cv = cross_validate(policies, accuracy, families)
-    assert same(cv.tau, kendall_tau_b(scores, accuracy))
+    assert same(cv.tau, kendall_tau(scores, accuracy))
     assert cv.chosen_all == name
     assert set(cv.chosen.values()) == {name}
     assert cv.chosen.keys() == set(families)
@@ -123,7 +118,7 @@ def reference_cv_tau(policies, accuracy, families) -> float:
         keep = [i for i, f in enumerate(families) if f not in held]
         best, best_tau = names[0], -math.inf
         for p in names:  # strict '>' keeps the earliest of equal taus; nan never wins
-            t = kendall_tau_b([policies[p][i] for i in keep], [accuracy[i] for i in keep])
+            t = kendall_tau([policies[p][i] for i in keep], [accuracy[i] for i in keep])
             if not math.isnan(t) and t > best_tau:
                 best, best_tau = p, t
         return best
@@ -271,7 +266,7 @@ def test_fewer_than_three_families():
 def test_seed_spread_matches_per_row_tau(n, seeds, data):
     accuracy = data.draw(st.lists(TIED, min_size=n, max_size=n))
     rows = [data.draw(st.lists(TIED, min_size=n, max_size=n)) for _ in range(seeds)]
-    taus = np.array([kendall_tau_b(r, accuracy) for r in rows])
+    taus = np.array([kendall_tau(r, accuracy) for r in rows])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # every row nan: mean of an empty slice
         mean, std = seed_spread_of_tau(rows, accuracy)

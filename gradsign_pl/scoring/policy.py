@@ -46,7 +46,7 @@ def apply_init_policy(model: nn.Module, init: str) -> nn.Module:
     """Re-initialise ``model`` in place according to ``init`` (see the module docstring) and return it.
 
     Only call this on a model you own (a fresh build or a private copy). ``"uniform"`` draws from the global
-    torch RNG; seed it (or wrap the call in :func:`gradsign_pl.proxies._common.isolated_rng`) for a
+    torch RNG; seed it (or wrap the call in :func:`gradsign_pl.rng.seeded`) for a
     reproducible draw.
     """
     if init not in INIT_POLICIES:
@@ -94,10 +94,10 @@ class ScoringPolicy:
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"ScoringPolicy.seeds must be >= 1, got {self.seeds}")
         object.__setattr__(self, "order_terms", tuple(self.order_terms))
-        from gradsign_pl.proxies import get_proxy
+        from gradsign_pl.proxies import check_options
 
         for proxy, options in self.proxy_options.items():
-            get_proxy(proxy)  # a misspelt proxy name fails here, with the closest registered names
+            check_options(proxy, options, where=f"ScoringPolicy {self.name!r}")  # misspelt names fail here
             try:
                 json.dumps(dict(options))
             except TypeError as exc:
@@ -162,3 +162,11 @@ def resolve_policy(policy: ScoringPolicy | str | None, cell_space_only: bool) ->
     if policy in named:
         return named[policy]
     raise ValueError(f"policy must be 'auto', 'cell-space', 'real-model' or a ScoringPolicy, got {policy!r}")
+
+
+def is_cell_space_model(module: nn.Module) -> bool:
+    """Whether ``module`` contains a NAS cell-space network (NB-201 or MasterNet), scored with the authors' semantics."""
+    from gradsign_pl.spaces.nb201 import NB201Network
+    from gradsign_pl.spaces.zen import MasterNet
+
+    return any(isinstance(m, (NB201Network, MasterNet)) for m in module.modules())

@@ -11,8 +11,8 @@ import timm
 import torch
 from torch import nn
 
-from gradsign_pl import policy as policy_module
-from gradsign_pl.policy import INIT_POLICIES, ScoringPolicy, apply_init_policy, resolve_policy
+from gradsign_pl.scoring import policy as policy_module
+from gradsign_pl.scoring.policy import INIT_POLICIES, ScoringPolicy, apply_init_policy, resolve_policy
 from gradsign_pl.proxies import gradsign
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -353,7 +353,7 @@ def test_the_shipped_real_model_policy_is_the_one_the_triage_study_chose():
     # docs/results/triage.json is written by benchmarks/triage_cifar10.py; the default must follow its result
     from pathlib import Path
 
-    study = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "triage.json").read_text())
+    study = json.loads((Path(__file__).resolve().parents[2] / "docs" / "results" / "triage.json").read_text())
     chosen = eval(study["chosen_default_code"], {"ScoringPolicy": ScoringPolicy})  # noqa: S307 - our own file
     assert chosen == policy_module.REAL_MODEL_POLICY
     assert len(study["models"]) >= 20 and len({m["family"] for m in study["models"].values()}) >= 10

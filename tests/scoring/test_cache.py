@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from gradsign_pl.studies.cache import ScoreCache
+from gradsign_pl.scoring.cache import ScoreCache
 
 META = {"space": "toy", "dataset": "d", "seed": 42, "batch_size": 8}
 
