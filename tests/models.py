@@ -71,3 +71,48 @@ class BrokenCNN(TinyCNN):
 
     def forward(self, x):
         raise RuntimeError("this candidate's forward is broken on purpose")
+
+
+class FailingModule(__import__("lightning.pytorch").pytorch.LightningModule):
+    """A training module that cannot train: every candidate trained in it fails."""
+
+    def __init__(self, backbone=None, num_classes: int = 10) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x):
+        return self.backbone(x)
+
+    def training_step(self, batch, batch_idx):
+        raise RuntimeError("training is broken on purpose")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class ExplodingDataModule(__import__("lightning.pytorch").pytorch.LightningDataModule):
+    """Has the attributes gradsign-fit checks, then fails in setup: an unexpected error, not a usage error."""
+
+    num_classes, in_chans, image_size = 10, 1, 8
+
+    def setup(self, stage=None):
+        raise RuntimeError("the data exploded")
+
+    def train_dataloader(self):
+        raise RuntimeError("the data exploded")
+
+
+class KillAtStep(__import__("lightning.pytorch").pytorch.Callback):
+    """Kills the process (no clean-up, as a crash or a pre-emption would) after the optimiser step given by
+    ``$GRADSIGN_TEST_KILL_AT_STEP`` (unset: does nothing), so a recipe is the same whether or not it is killed."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        import os
+
+        step = int(os.environ.get("GRADSIGN_TEST_KILL_AT_STEP", "0"))
+        if step and trainer.global_step >= step:
+            import os
+            import sys
+
+            print(f"killed at step {trainer.global_step}", file=sys.stderr, flush=True)
+            os._exit(9)

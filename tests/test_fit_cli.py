@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,14 +31,15 @@ def recipe(tmp_path: Path, **overrides) -> Path:
                     "enable_progress_bar": False, "accelerator": "cpu"},
     }
     config.update(overrides)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-def fit(*args):
+def fit(*args, env=None):
     return subprocess.run([sys.executable, "-m", "gradsign_pl.cli.fit", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600, check=False)
+                          cwd=ROOT, timeout=600, check=False, env=None if env is None else {**os.environ, **env})
 
 
 def test_rank_train_report_and_resume(tmp_path):
@@ -89,3 +91,86 @@ def test_config_errors_exit_non_zero_with_a_clear_message(tmp_path, overrides, a
     result = fit("--config", str(recipe(tmp_path, **overrides)), *args)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_changed_settings_train_again_and_the_config_describes_the_results(tmp_path):
+    first = fit("--config", str(recipe(tmp_path)))
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "run"
+    before = json.loads((run / "report.json").read_text())
+    again = fit("--config", str(recipe(tmp_path)), "--trainer.max_epochs", "2", "--model.lr", "0.05")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already trained" not in again.stdout
+    assert again.stdout.count("trained before under other settings") == 3
+    assert "model.init_args.lr: 0.002 -> 0.05" in again.stdout and "trainer.max_epochs: 1 -> 2" in again.stdout
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["trainer"]["max_epochs"] == 2 and saved["model"]["init_args"]["lr"] == 0.05
+    after = json.loads((run / "report.json").read_text())
+    epochs = {c["name"]: c["train_epochs"] for c in after["candidates"] if c["train_status"] == "trained"}
+    assert set(epochs.values()) == {2}  # the report shows the results of this configuration only
+    assert [c["test_acc"] for c in after["candidates"]] != [c["test_acc"] for c in before["candidates"]]
+    # the scores did not depend on the training settings: reused, not recomputed
+    assert "scoring settings changed" not in again.stderr
+
+
+def test_keys_that_do_nothing_are_refused(tmp_path):
+    result = fit("--config", str(recipe(tmp_path, model={"lr": 0.01, "backbone": None})))
+    assert result.returncode == 2 and "backbone" in result.stderr
+    result = fit("--config", str(recipe(tmp_path)), "--model.num_classes", "3")
+    assert result.returncode == 2 and "num_classes" in result.stderr
+
+
+def test_run_dir_defaults_from_the_recipe_name_or_default_root_dir_and_the_recipe_logger_is_used(tmp_path):
+    config = recipe(tmp_path, run_dir=None, trainer={
+        "max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "limit_test_batches": 1,
+        "enable_progress_bar": False, "accelerator": "cpu", "default_root_dir": str(tmp_path / "root"),
+        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                   "init_args": {"save_dir": str(tmp_path / "logs"), "name": "mine"}}})
+    result = fit("--config", str(config), "--triage.top_k", "2", "--score_only", "false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "root" / "report.md").is_file()  # the run directory is the recipe's default_root_dir
+    versions = sorted(p.name for p in (tmp_path / "logs" / "mine").iterdir())
+    assert versions == ["tiny12", "tiny8"]  # one run per candidate in the recipe's own logger
+    assert (tmp_path / "logs" / "mine" / "tiny12" / "metrics.csv").is_file()
+
+    named = tmp_path / "my_recipe.yaml"
+    named.write_text(yaml.safe_dump({**yaml.safe_load(recipe(tmp_path).read_text()), "run_dir": None}))
+    result = subprocess.run([sys.executable, "-m", "gradsign_pl.cli.fit", "--config", str(named), "--score_only",
+                             "true"], capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "runs" / "my_recipe" / "ranking.json").is_file()
+
+
+def test_every_kept_candidate_failing_exits_non_zero(tmp_path):
+    result = fit("--config", str(recipe(tmp_path, model={"class_path": "tests.models.FailingModule"})))
+    assert result.returncode == 1
+    assert "every kept candidate failed to train" in result.stderr and "training is broken" in result.stderr
+
+
+def test_an_unexpected_error_shows_its_traceback(tmp_path):
+    result = fit("--config", str(recipe(tmp_path, data={"class_path": "tests.models.ExplodingDataModule"})))
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "RuntimeError: the data exploded" in result.stderr
+
+
+def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path):
+    """Kill the fit mid-epoch (after a last.ckpt), run again: it resumes and ends as an uninterrupted run does."""
+    base = {"trainer": {"max_epochs": 1, "limit_train_batches": 12, "limit_val_batches": 1, "limit_test_batches": 1,
+                        "enable_progress_bar": False, "accelerator": "cpu",
+                        "callbacks": [{"class_path": "tests.models.KillAtStep"}]},
+            "candidates": [{"class_path": "tests.models.TinyCNN", "init_args": {"width": 4}, "name": "tiny4"}],
+            "triage": {"proxies": ["params"], "top_k": 1, "max_samples": 32},
+            "data": {"class_path": "gradsign_pl.data.datamodules.DigitsDataModule",
+                     "init_args": {"batch_size": 16, "image_size": 8}}}
+    straight = fit("--config", str(recipe(tmp_path / "a", **base)), "--checkpoint_every_n_steps", "4")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = fit("--config", str(recipe(tmp_path / "b", **base)), "--checkpoint_every_n_steps", "4",
+                 env={"GRADSIGN_TEST_KILL_AT_STEP": "6"})
+    assert killed.returncode != 0 and "killed at step 6" in killed.stderr
+    resumed = fit("--config", str(recipe(tmp_path / "b", **base)), "--checkpoint_every_n_steps", "4")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rec_a = [json.loads(x) for x in (tmp_path / "a" / "run" / "trained.jsonl").read_text().splitlines()][-1]
+    rec_b = [json.loads(x) for x in (tmp_path / "b" / "run" / "trained.jsonl").read_text().splitlines()][-1]
+    assert rec_b["resumed_from_step"] == 4 and rec_b["steps"] == rec_a["steps"] == 12
+    assert rec_b["test_acc"] == rec_a["test_acc"] and rec_b["val_acc"] == rec_a["val_acc"]

@@ -87,7 +87,7 @@ def small_recipe(tmp_path: Path, **overrides) -> Path:
         "triage": {"proxies": ["gradsign", "params"], "top_k": 1},
         "data": {"class_path": "gradsign_pl.data.datamodules.ImageFolderDataModule",
                  "init_args": {"root": str(data), "image_size": 32, "batch_size": 4, "num_workers": 0}},
-        "model": {"optimizer": "sgd", "lr": 0.05},
+        "model": {"class_path": "gradsign_pl.modules.DistillationModule", "init_args": {"optimizer": "sgd", "lr": 0.05}},
         "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False},
     }
     config.update(overrides)
@@ -111,7 +111,7 @@ def test_teacher_is_trained_first_when_the_checkpoint_is_missing_and_a_baseline_
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "trained by this recipe" in markdown and names[1] in markdown
     # the baseline is the same DistillationModule without a teacher (same optimiser, schedule and loss otherwise)
-    baseline_hparams = yaml.safe_load(next((tmp_path / "run" / "train").glob("*no_teacher*/logs/*/hparams.yaml"))
+    baseline_hparams = yaml.safe_load(next((tmp_path / "run" / "train").glob("*no_teacher*/*/lightning_logs/*/hparams.yaml"))
                                       .read_text())
     assert "kd_weight" in baseline_hparams and "warmup_fraction" in baseline_hparams
 

@@ -1,28 +1,36 @@
 """``gradsign-fit``: score candidates at initialisation, keep the best, train them, and report.
 
-A ``LightningCLI``: the recipe's ``data`` is any LightningDataModule, ``model`` holds the training hyperparameters of
-:class:`~gradsign_pl.modules.ClassificationModule`, ``trainer`` is Lightning's Trainer; on top of those,
+A ``LightningCLI``: the recipe's ``data`` is any LightningDataModule, ``model`` is the LightningModule every candidate
+trains in (``class_path`` + ``init_args``; default :class:`~gradsign_pl.modules.ClassificationModule`; the candidate
+network and the number of classes are passed by gradsign-fit, so they are not recipe keys), ``trainer`` is
+Lightning's Trainer -- its ``logger``, ``callbacks`` and ``default_root_dir`` are honoured; on top of those,
 ``candidates`` lists the models and ``triage`` how to score and filter them. Every option can be overridden on the
-command line (``--triage.top_k 2``); the resolved config is saved as ``config.yaml`` in ``run_dir``.
+command line (``--triage.top_k 2``).
 
     gradsign-fit                                   # the quickstart: digits shipped with scikit-learn, offline
     gradsign-fit --config recipes/cifar10.yaml
     gradsign-fit --config recipe.yaml --score_only true
     gradsign-fit --config recipes/zen_cifar10.yaml  # search MasterNets, distil the winner from EfficientNet-B3
 
-Steps: [search: evolutionary search whose top structures join the candidates (``run_dir/search``, resumes)] ->
-rank (cached in ``run_dir/scores``, resumes) -> [distill: load or first train the teacher] -> train every kept
-candidate, as a student of the teacher when ``distill`` is set (``run_dir/train/<name>``; finished ones are recorded
-in ``run_dir/trained.jsonl`` and skipped when the command is run again) -> test the best checkpoint ->
-``report.md`` / ``report.csv`` / ``report.json`` / ``predicted_vs_achieved.png``. See :mod:`gradsign_pl.cli.stages`.
+The run directory is ``run_dir``, else the recipe's ``trainer.default_root_dir``, else ``runs/<recipe file name>``
+(``runs/quickstart`` without a recipe). Steps: [search (``run_dir/search/<settings>``, resumes)] -> rank (cached in
+``run_dir/scores``, keyed on the batch, loss, policy and each spec) -> [distill: load or first train the teacher] ->
+train every kept candidate (``run_dir/train/<name>/<identity>``, resumable from ``last.ckpt``; a finished training is
+reused only when its spec and every trainer / model / data setting, the seed and the teacher are the same) -> test
+the best checkpoint -> ``report.md`` / ``report.csv`` / ``report.json`` / ``predicted_vs_achieved.png``; the
+``config.yaml`` beside them is the configuration of exactly those results.
+
+Errors in the recipe (a bad key, a misspelt model or proxy option, a missing data folder) are one line and exit 2
+before any work; an unexpected error during the run shows its traceback. The exit status is 1 when every kept
+candidate failed to train.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import math
-import os
-import re
 import shlex
 import sys
 import time
@@ -31,17 +39,18 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
-from torch import nn
 
-from gradsign_pl.candidates import candidate
+from gradsign_pl.candidates import Candidate, candidate
 from gradsign_pl.cli.stages import DistillOptions, SearchOptions, prepare_teacher, run_search
 from gradsign_pl.modules.classification import ClassificationModule
+from gradsign_pl.proxies import check_options, get_proxy
 from gradsign_pl.report import write_report
-from gradsign_pl.studies.cache import append_jsonl, iter_jsonl
+from gradsign_pl.scoring.cache import append_jsonl, iter_jsonl
+from gradsign_pl.scoring.policy import resolve_policy
+from gradsign_pl.training import TrainingRecipe, describe_settings_change, run_identity, train_candidate
 from gradsign_pl.triage import rank
 
 QUICKSTART_CANDIDATES: list[str | dict] = [
@@ -56,6 +65,15 @@ QUICKSTART_CANDIDATES: list[str | dict] = [
 """The quickstart's candidates (also in ``recipes/quickstart.yaml``): CNNs of four families, two torchvision
 models and a small ViT, all fitted to 32x32 single-channel digits."""
 
+#: init arguments of the model section that gradsign-fit supplies (the candidate network, the data's classes) or
+#: that the ``distill`` section owns: they are not recipe keys under ``model``
+SUPPLIED = {"backbone", "num_classes", "teacher", "teacher_resolution", "temperature", "kd_weight", "feature_weight",
+            "feature_loss", "feature_stages", "mixup_alpha"}
+#: trainer settings that change how a run is shown or logged, not what it computes (left out of the identity)
+COSMETIC_TRAINER_KEYS = {"logger", "enable_progress_bar", "enable_model_summary", "log_every_n_steps",
+                         "default_root_dir", "profiler", "barebones"}
+UsageError = (ValueError, KeyError, TypeError, FileNotFoundError)
+
 
 @dataclasses.dataclass
 class TriageOptions:
@@ -67,7 +85,8 @@ class TriageOptions:
             when the policy orders by the proxy (the real-model policy orders by params and says so).
         seeds: initialisation seeds per candidate (mean and spread reported; default: the policy's).
         policy: scoring policy: 'auto' (the authors' semantics for nb201:/zen: candidates, the validated
-            real-model policy otherwise), 'cell-space' or 'real-model' (see gradsign_pl.policy).
+            real-model policy otherwise), 'cell-space' or 'real-model' (see gradsign_pl.scoring.policy).
+        options: per-proxy options over the policy's, e.g. {gradsign: {bn_policy: batch}}; checked when read.
         top_k: train the best k ranked candidates (None: all ranked).
         max_params: skip candidates with more parameters than this.
         max_flops: skip candidates with more operations per sample than this (NB-201 convention).
@@ -78,6 +97,7 @@ class TriageOptions:
     order_by: str | None = None
     seeds: int | None = None
     policy: Literal["auto", "cell-space", "real-model"] = "auto"
+    options: dict[str, dict[str, Any]] | None = None
     top_k: int | None = 3
     max_params: float | None = None
     max_flops: float | None = None
@@ -89,8 +109,9 @@ class GradSignFitCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None) -> None:
         super().__init__(
-            ClassificationModule,
+            pl.LightningModule,
             pl.LightningDataModule,
+            subclass_mode_model=True,
             subclass_mode_data=True,
             run=False,
             args=args,
@@ -100,16 +121,29 @@ class GradSignFitCLI(LightningCLI):
             parser_kwargs={"description": __doc__.splitlines()[0], "exit_on_error": True},
         )
 
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
+        parser.add_subclass_arguments(pl.LightningModule, "model", skip=SUPPLIED, instantiate=False, required=False,
+                                      default={"class_path": "gradsign_pl.modules.ClassificationModule"},
+                                      help="the LightningModule every candidate trains in: it takes the candidate "
+                                           "network as `backbone` and the data's `num_classes` (both supplied)")
+        parser.add_lightning_class_args(pl.LightningDataModule, "data", subclass_mode=True)
+
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument("--candidates", type=list[str | dict], default=QUICKSTART_CANDIDATES,
                             help="candidate models: timm:<name>, torchvision:<name>, nb201:<arch|index>, or "
                                  "{class_path, init_args} / {model, kwargs, name} mappings")
-        parser.add_dataclass_arguments(TriageOptions, "triage")
+        parser.add_class_arguments(TriageOptions, "triage")
         parser.add_argument("--search", type=SearchOptions | None, default=None,
                             help="evolutionary search before ranking; its top structures join the candidates")
         parser.add_argument("--distill", type=DistillOptions | None, default=None,
                             help="train the kept candidates as students of a frozen teacher")
-        parser.add_argument("--run_dir", type=str, default="runs/quickstart", help="where everything is written")
+        parser.add_argument("--run_dir", type=str | None, default=None,
+                            help="where everything is written (default: trainer.default_root_dir, else "
+                                 "runs/<recipe file name>)")
+        parser.add_argument("--checkpoint_every_n_steps", type=int, default=100,
+                            help="optimiser steps between the last.ckpt saves a killed training resumes from")
         parser.add_argument("--score_only", type=bool, default=False, help="rank only, train nothing")
         parser.set_defaults({
             "data": {"class_path": "gradsign_pl.data.datamodules.DigitsDataModule"},
@@ -121,99 +155,66 @@ class GradSignFitCLI(LightningCLI):
         })
 
     def instantiate_classes(self) -> None:
-        self.config_init = self.parser.instantiate_classes(self.config)
+        self.config_init = self.parser.instantiate(self.config)
         self.datamodule = self._get(self.config_init, "data")
-        self.model = self._get(self.config_init, "model")
+        self.model = None
 
-    def fresh_trainer(self, **kwargs: Any) -> pl.Trainer:
-        """A new Trainer from the recipe with freshly instantiated callbacks (never shared between runs)."""
-        config_init = self.parser.instantiate_classes(self.config)
+    def fresh_trainer(self, *, default_root_dir: str, callbacks: list[Any], log_name: str,
+                      **overrides: Any) -> pl.Trainer:
+        """A new Trainer from the recipe, with freshly instantiated callbacks and loggers (never shared between runs).
+
+        ``default_root_dir`` is the candidate's folder inside the run directory (which itself defaults to the
+        recipe's ``default_root_dir``); each logger the recipe names whose ``version`` is unset gets ``log_name`` as
+        its version, so every candidate's run is its own folder in the recipe's logger.
+        """
+        config = copy.deepcopy(self.config)
+        _name_logger_runs(config.trainer, log_name)
+        config_init = self.parser.instantiate(config)
         recipe = dict(self._get(config_init, "trainer", default={}))
-        callbacks = list(recipe.pop("callbacks", None) or []) + list(kwargs.pop("callbacks", []))
-        return self.trainer_class(**{**recipe, **kwargs, "callbacks": callbacks})
+        recipe_callbacks = list(recipe.pop("callbacks", None) or [])
+        recipe.update(default_root_dir=default_root_dir, **overrides)
+        return self.trainer_class(**recipe, callbacks=recipe_callbacks + list(callbacks))
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+def _name_logger_runs(trainer_cfg: Namespace, log_name: str) -> None:
+    """Give every logger config of the recipe without a ``version`` this candidate's name as its version."""
+    loggers = trainer_cfg.get("logger")
+    for cfg in loggers if isinstance(loggers, list) else [loggers]:
+        if isinstance(cfg, Namespace) and "init_args" in cfg and cfg.init_args is not None:
+            if "version" in cfg.init_args and cfg.init_args.version in (None, ""):
+                cfg.init_args.version = log_name
 
 
-def read_jsonl_records(path: Path) -> dict[str, dict[str, Any]]:
-    """``{record["name"]: record}`` from a JSON-lines log, skipping a line cut short by an interruption."""
-    return {rec["name"]: rec for rec in iter_jsonl(path, ("name",))}
+def resolve_run_dir(config: Namespace) -> Path:
+    """``run_dir``, else the trainer's ``default_root_dir``, else ``runs/<recipe file stem>`` (``runs/quickstart``)."""
+    if config.get("run_dir"):
+        return Path(config.run_dir)
+    if config.trainer.get("default_root_dir"):
+        return Path(config.trainer.default_root_dir)
+    configs = config.get("config") or []
+    stem = Path(str(configs[-1])).stem if configs else "quickstart"
+    return Path("runs") / stem
 
 
-def _metric(metrics: dict[str, Any], key: str) -> float | None:
-    value = metrics.get(key)
-    return None if value is None else float(value)
+# ------------------------------------------------------------------------------------------------ validation
 
 
-def _run_identity(spec: Any, distill: DistillOptions | None, teacher: nn.Module | None) -> dict[str, Any]:
-    """What a finished training record must match to be reused: the spec and the teacher's name (or None)."""
-    return {"spec": spec if isinstance(spec, (str, dict)) else None,
-            "teacher": distill.teacher if distill is not None and teacher is not None else None}
+@dataclasses.dataclass
+class Plan:
+    """What a run will do, worked out (and checked) before any work starts."""
+
+    run_dir: Path
+    candidates: list[Candidate]
+    module_class: type[pl.LightningModule]
+    module_args: dict[str, Any]
+    search: SearchOptions | None
+    distill: DistillOptions | None
+    settings: dict[str, Any]
 
 
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def train_candidate(cli: GradSignFitCLI, spec: Any, name: str, run_dir: Path, *, distill: DistillOptions | None = None,
-                    teacher: nn.Module | None = None, backbone: nn.Module | None = None,
-                    max_epochs: int | None = None, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one kept candidate with the recipe's trainer; test its best checkpoint. Failures are returned.
-
-    With ``distill`` the candidate trains in a ``DistillationModule`` with those options, as the student of
-    ``teacher`` (``None``: the same module, optimiser and schedule without a teacher, the controlled baseline);
-    otherwise in a ``ClassificationModule``. A given ``backbone`` is trained in place instead of building ``spec``;
-    ``max_epochs`` overrides the recipe's and ``hparams`` override the recipe's training hyperparameters (the
-    ``model`` section). Under DDP (several processes) a failure is raised, not returned: the other ranks would
-    otherwise wait for this one forever.
-    """
-    dm = cli.datamodule
-    t0 = time.perf_counter()
-    record: dict[str, Any] = {"name": name, **_run_identity(spec, distill, teacher)}
-    try:
-        pl.seed_everything(cli.config.seed_everything, workers=True, verbose=False)
-        if backbone is None:
-            backbone = candidate(spec, name=name).build(num_classes=dm.num_classes, in_chans=dm.in_chans,
-                                                        input_size=(dm.image_size, dm.image_size))
-        hparams = {**cli.model.training_hyperparameters(), **(hparams or {})}
-        if distill is not None:
-            from gradsign_pl.modules.distillation import DistillationModule
-
-            module: ClassificationModule = DistillationModule(backbone, dm.num_classes, teacher=teacher,
-                                                              **distill.module_kwargs(), **hparams)
-        else:
-            module = ClassificationModule(backbone, dm.num_classes, **hparams)
-        out = run_dir / "train" / _safe(name)
-        checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", monitor="val/acc", mode="max", save_top_k=1,
-                                     filename="best")
-        trainer = cli.fresh_trainer(default_root_dir=str(out), logger=CSVLogger(str(out), name="logs"),
-                                    callbacks=[checkpoint], **({"max_epochs": max_epochs} if max_epochs else {}))
-        trainer.fit(module, datamodule=dm)
-        val = _metric(trainer.callback_metrics, "val/acc")
-        tested = trainer.test(module, datamodule=dm, ckpt_path="best" if checkpoint.best_model_path else None,
-                              verbose=False)
-        record.update(status="trained", val_acc=val, test_acc=_metric(tested[0], "test/acc") if tested else None,
-                      checkpoint=checkpoint.best_model_path or None, epochs=trainer.current_epoch)
-    except Exception as exc:  # noqa: BLE001 - one failing survivor does not sink the others
-        if _world_size() > 1:
-            raise
-        record.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    record["seconds"] = round(time.perf_counter() - t0, 2)
-    return record
-
-
-def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
-    """Rank, train the kept candidates, and write the report (see the module docstring)."""
+def plan_run(cli: GradSignFitCLI) -> Plan:
+    """Check everything a run needs (usage errors, one line each) and return the :class:`Plan`."""
     cfg = cli.config
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # Under DDP, Lightning re-runs this command on every other rank once training starts: those ranks read the
-    # finished search and the ranking cache, train in step with rank 0, and write nothing.
-    writer = rank_zero_only.rank == 0
-    if writer:
-        cli.parser.save(cfg, str(run_dir / "config.yaml"), overwrite=True, skip_none=False)
     dm = cli.datamodule
     for attr in ("num_classes", "in_chans", "image_size"):
         if not hasattr(dm, attr):
@@ -222,56 +223,190 @@ def run_fit(cli: GradSignFitCLI, command: str) -> dict[str, Path]:
                 "in_chans and image_size to build candidates that fit the data"
             )
     triage = cfg.triage
+    for p in triage.proxies:
+        get_proxy(p)
+    for p, opts in (triage.options or {}).items():
+        if p not in triage.proxies:
+            raise ValueError(f"triage.options names {p!r}, which is not among triage.proxies {triage.proxies}")
+        check_options(p, opts, where="triage.options")
+    resolve_policy(triage.policy, cell_space_only=False)
+    specs = list(cfg.candidates)
+    cands = [candidate(s) for s in specs]
+    names = [c.name for c in cands]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"candidate names must be unique, repeated: {repeated}; give them names")
     search: SearchOptions | None = cli.config_init.get("search")
+    if search is not None:
+        search.check(dm)
     distill: DistillOptions | None = cli.config_init.get("distill")
+    module_class = _import_class(cfg.model.class_path)
+    module_args = dict(cfg.model.init_args or {})
+    _check_module_class(module_class, distill)
     if distill is not None and not cfg.score_only:
         distill.check(image_size=int(dm.image_size))  # before hours of search: a buildable teacher, local weights
+    if cfg.checkpoint_every_n_steps < 1:
+        raise ValueError(f"checkpoint_every_n_steps must be >= 1, got {cfg.checkpoint_every_n_steps}")
+    settings = {
+        "seed": cfg.seed_everything,
+        "trainer": {k: v for k, v in _plain(cfg.trainer).items() if k not in COSMETIC_TRAINER_KEYS},
+        "model": _plain(cfg.model),
+        "data": _plain(cfg.data),
+    }
+    return Plan(resolve_run_dir(cfg), cands, module_class, module_args, search, distill, settings)
+
+
+def _plain(ns: Any) -> Any:
+    return ns.as_dict() if isinstance(ns, Namespace) else ns
+
+
+def _import_class(path: str) -> type:
+    import pkgutil
+
+    return pkgutil.resolve_name(path)
+
+
+def _check_module_class(module_class: type, distill: DistillOptions | None) -> None:
+    from gradsign_pl.modules.distillation import DistillationModule
+
+    params = inspect.signature(module_class.__init__).parameters
+    missing = [p for p in ("backbone", "num_classes") if p not in params]
+    if missing:
+        raise ValueError(f"model.class_path {module_class.__qualname__} must take the candidate network as "
+                         f"`backbone` and the data's `num_classes`; it has no {', '.join(missing)}")
+    if distill is not None and not issubclass(module_class, DistillationModule):
+        raise ValueError("distill trains students in a DistillationModule: set model.class_path: "
+                         f"gradsign_pl.modules.DistillationModule (or a subclass), got {module_class.__qualname__}")
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def training_recipe(cli: GradSignFitCLI, plan: Plan, teacher: Any = None) -> TrainingRecipe:
+    """How gradsign-fit trains a candidate: the recipe's module class, trainer and data; ``teacher`` for students."""
+    dm = cli.datamodule
+    kwargs = dict(plan.module_args)
+    if plan.distill is not None:
+        kwargs.update(plan.distill.module_kwargs(), teacher=teacher)
+
+    def module(backbone: Any) -> pl.LightningModule:
+        return plan.module_class(backbone=backbone, num_classes=dm.num_classes, **kwargs)
+
+    return TrainingRecipe(module=module, trainer=cli.fresh_trainer, datamodule=dm, seed=cli.config.seed_everything,
+                          settings=plan.settings, checkpoint_every=cli.config.checkpoint_every_n_steps)
+
+
+def teacher_module(plan: Plan, num_classes: int) -> Any:
+    """The module a teacher trains in: a ClassificationModule with the recipe's optimiser settings and the
+    distill section's ``teacher_hparams`` over them."""
+    allowed = ("lr", "optimizer", "weight_decay", "label_smoothing")
+    hparams = {k: v for k, v in plan.module_args.items() if k in allowed}
+    hparams.update((plan.distill.teacher_hparams or {}) if plan.distill is not None else {})
+    return lambda backbone: ClassificationModule(backbone, num_classes, **hparams)
+
+
+def read_jsonl_records(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """``{(name, identity): record}`` from a JSON-lines log, skipping a line cut short by an interruption."""
+    return {(rec["name"], rec.get("identity", "")): rec for rec in iter_jsonl(path, ("name",))}
+
+
+def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
+    """Rank, train the kept candidates, and write the report (see the module docstring); the exit status."""
+    cfg = cli.config
+    run_dir = plan.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    # Under DDP, Lightning re-runs this command on every other rank once training starts: those ranks read the
+    # finished search and the ranking cache, train in step with rank 0, and write nothing.
+    writer = rank_zero_only.rank == 0
+    if writer:
+        cli.parser.save(cfg, str(run_dir / "config.yaml"), overwrite=True, skip_none=False)
+    dm = cli.datamodule
+    triage = cfg.triage
     specs = list(cfg.candidates)
     sections: dict[str, Any] = {}
-    if search is not None:
-        found, sections["search"] = run_search(search, dm, run_dir / "search", write=writer)
+    if plan.search is not None:
+        found, sections["search"] = run_search(plan.search, dm, run_dir / "search", write=writer)
         specs += found
         print(f"search: {len(found)} structure(s) join the candidates; best: {found[0]['name']} {found[0]['model']}")
-    names = [candidate(s).name for s in specs]
-    ranking = rank(dict(zip(names, specs)), dm, triage.proxies, policy=triage.policy, seeds=triage.seeds,
-                   max_params=triage.max_params,
-                   max_flops=triage.max_flops, top_k=triage.top_k, cache=run_dir / "scores",
-                   num_classes=dm.num_classes, order_by=triage.order_by, max_samples=triage.max_samples)
+    cands = [candidate(s) for s in specs]
+    ranking = rank({c.name: c for c in cands}, dm, triage.proxies, policy=triage.policy, seeds=triage.seeds,
+                   options=triage.options, max_params=triage.max_params, max_flops=triage.max_flops,
+                   top_k=triage.top_k, cache=run_dir / "scores", num_classes=dm.num_classes, order_by=triage.order_by,
+                   max_samples=triage.max_samples)
     if writer:
         ranking.print()
         ranking.to_csv(run_dir / "ranking.csv")
         ranking.to_json(run_dir / "ranking.json")
     trained_log = run_dir / "trained.jsonl"
-    done = read_jsonl_records(trained_log)
+    history = read_jsonl_records(trained_log)
+    results: list[dict[str, Any]] = []
+    status = 0
     if not cfg.score_only:
-        spec_of = dict(zip(names, specs))
+        by_name = {c.name: c for c in cands}
         teacher = None
-        if distill is not None:
-            teacher, sections["distillation"] = prepare_teacher(
-                distill, dm, lambda net, name: train_candidate(cli, None, name, run_dir, backbone=net,
-                                                               max_epochs=distill.train_teacher_epochs,
-                                                               hparams=distill.teacher_hparams), write=writer)
-        jobs = [(row.name, spec_of[row.name], teacher) for row in ranking.kept]
-        if teacher is not None and distill is not None and distill.baseline and ranking.kept:
+        recipe = training_recipe(cli, plan)
+        if plan.distill is not None:
+            def train_teacher(net: Any, name: str) -> dict[str, Any]:
+                return train_candidate(None, recipe, run_dir / "train", name=name, backbone=net,
+                                       identity=run_identity(None, recipe, {"teacher_stage": plan.distill.teacher}),
+                                       module_factory=teacher_module(plan, dm.num_classes),
+                                       trainer_overrides={"max_epochs": plan.distill.train_teacher_epochs})
+
+            teacher, sections["distillation"] = prepare_teacher(plan.distill, dm, train_teacher, write=writer)
+        jobs = [(row.name, by_name[row.name], teacher) for row in ranking.kept]
+        if teacher is not None and plan.distill is not None and plan.distill.baseline and ranking.kept:
             best = ranking.kept[0].name
-            jobs.append((f"{best} (no teacher)", spec_of[best], None))
-        for name, spec, teach in jobs:
-            previous = done.get(name, {})
-            expected = _run_identity(spec, distill, teach)
-            if previous.get("status") == "trained" and all(previous.get(k) == v for k, v in expected.items()):
-                print(f"{name}: already trained ({100 * (previous.get('test_acc') or math.nan):.2f}% test), skipped")
+            jobs.append((f"{best} (no teacher)", by_name[best], None))
+        for name, cand, teach in jobs:
+            job_recipe = training_recipe(cli, plan, teacher=teach)
+            extra = {"teacher": _teacher_identity(plan.distill) if teach is not None else None}
+            identity = run_identity(cand, job_recipe, extra)
+            previous = history.get((name, identity), {})
+            if previous.get("status") == "trained":
+                print(f"{name}: already trained under these settings "
+                      f"({100 * (previous.get('test_acc') or math.nan):.2f}% test), reused")
+                results.append(previous)
                 continue
-            print(f"training {name}" + (f" as a student of {distill.teacher}" if distill and teach is not None else ""))
-            record = train_candidate(cli, spec, name, run_dir, distill=distill, teacher=teach)
-            done[name] = record
+            _say_what_changed(name, identity, history, {**plan.settings, **extra})
+            print(f"training {name}" + (f" as a student of {plan.distill.teacher}" if teach is not None else ""))
+            record = train_candidate(cand, job_recipe, run_dir / "train", name=name, identity=identity)
+            record.update(spec=cand.spec if isinstance(cand.spec, (str, dict)) else None,
+                          settings={**plan.settings, **extra},
+                          teacher=plan.distill.teacher if teach is not None and plan.distill is not None else None)
+            record.pop("curve", None)
+            results.append(record)
             if writer:
                 append_jsonl(trained_log, record)
+        failed = [r for r in results if r.get("status") != "trained"]
+        if results and len(failed) == len(results):
+            print("gradsign-fit: every kept candidate failed to train: "
+                  + "; ".join(f"{r['name']}: {r.get('error')}" for r in failed), file=sys.stderr)
+            status = 1
     if not writer:
-        return {}
-    paths = write_report(run_dir, ranking, list(done.values()), command=command, score_only=cfg.score_only,
-                         sections=sections)
+        return status
+    paths = write_report(run_dir, ranking, results, command=command, score_only=cfg.score_only, sections=sections,
+                         seconds=time.perf_counter() - t0)
     print(f"report: {paths['markdown']}")
-    return paths
+    return status
+
+
+def _teacher_identity(distill: DistillOptions | None) -> dict[str, Any] | None:
+    if distill is None:
+        return None
+    path = Path(str(distill.checkpoint))
+    stat = path.stat() if path.is_file() else None
+    return {"model": distill.teacher, "checkpoint": str(path),
+            "file": [stat.st_size, int(stat.st_mtime)] if stat else None, **distill.module_kwargs()}
+
+
+def _say_what_changed(name: str, identity: str, history: dict[tuple[str, str], dict[str, Any]],
+                      settings: dict[str, Any]) -> None:
+    """Print which settings differ from the latest earlier training of ``name``, when there is one."""
+    earlier = [r for (n, i), r in history.items() if n == name and i != identity and r.get("settings")]
+    if earlier:
+        changes = describe_settings_change(earlier[-1]["settings"], settings) or ["the candidate's spec"]
+        print(f"{name}: trained before under other settings ({'; '.join(changes[:6])}); training again")
 
 
 def main(args: list[str] | None = None) -> None:
@@ -281,11 +416,12 @@ def main(args: list[str] | None = None) -> None:
     torch.set_float32_matmul_precision("high")
     try:
         cli = GradSignFitCLI(args=args)  # None: LightningCLI reads sys.argv itself
-        run_fit(cli, command)
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as exc:
+        plan = plan_run(cli)
+    except UsageError as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"gradsign-fit: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    raise SystemExit(run_fit(cli, plan, command))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradsign_pl.triage import first_batch
+from gradsign_pl.scoring.batch import first_batch
 
 
 @dataclasses.dataclass
@@ -63,6 +63,44 @@ class SearchOptions:
     seed: int = 0
     use_se: bool = False
     max_samples: int = 64
+
+    def check(self, datamodule: Any | None = None) -> None:
+        """Fail before any work on a search that cannot run: unknown space or proxy, bad sizes, and (given the
+        datamodule) settings the space refuses or an initial structure over the budgets."""
+        from gradsign_pl.proxies import get_proxy
+        from gradsign_pl.search.evolution import check_settings
+        from gradsign_pl.spaces import list_spaces
+
+        if self.space not in list_spaces():
+            raise ValueError(f"search.space {self.space!r} is not a registered space; registered: {list_spaces()}")
+        get_proxy(self.proxy)
+        if self.proxy == "ensemble":
+            raise ValueError("search.proxy: 'ensemble' ranks a set of models; pick a single proxy such as 'gradsign'")
+        for name in ("iterations", "population_size", "top_k", "max_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"search.{name} must be a positive int, got {value!r}")
+        if datamodule is not None:
+            try:
+                check_settings(self.space_instance(), self.settings(datamodule))
+            except ValueError as exc:
+                raise ValueError(f"search: {exc}") from None
+
+    def space_instance(self) -> Any:
+        """The search space these options name (with ``use_se``)."""
+        from gradsign_pl.spaces import create_space
+
+        return create_space(self.space, **({"use_se": True} if self.use_se else {}))
+
+    def settings(self, datamodule: Any) -> Any:
+        """The :class:`~gradsign_pl.search.evolution.EvolutionSettings` for ``datamodule``'s classes and size."""
+        from gradsign_pl.search.evolution import EvolutionSettings
+
+        return EvolutionSettings(
+            iterations=self.iterations, population_size=self.population_size, max_params=self.max_params,
+            max_flops=self.max_flops, max_layers=self.max_layers,
+            resolution=self.resolution or int(datamodule.image_size), num_classes=int(datamodule.num_classes),
+            seed=self.seed, init_structure=self.init_structure)
 
 
 @dataclasses.dataclass
@@ -165,23 +203,34 @@ def run_search(options: SearchOptions, datamodule: Any, out_dir: Path, *, progre
     ready to join the recipe's candidates; the name carries a hash of the structure, so a re-run search never
     inherits the cached scores or trainings of a different structure. ``write=False`` (DDP ranks other than 0)
     only reads a finished search (an unfinished one is an error) and writes nothing.
-    """
-    from gradsign_pl.search.evolution import EvolutionSettings, evolution_search, proxy_fitness
-    from gradsign_pl.spaces import create_space
 
-    if options.top_k < 1:
-        raise ValueError(f"search.top_k must be >= 1, got {options.top_k}")
-    space = create_space(options.space, **({"use_se": True} if options.use_se else {}))
-    resolution = options.resolution or int(datamodule.image_size)
+    The checkpoint (``checkpoint-<settings>.json``) is keyed on everything the search depends on: the space and its
+    options, the fitness proxy, the scoring batch (``max_samples`` images, fingerprinted), the budgets, iterations
+    and seed. A search with other settings starts afresh beside the old one, and says what changed.
+    """
+    from gradsign_pl.proxies import batch_fingerprint
+    from gradsign_pl.scoring.cache import settings_hash
+    from gradsign_pl.search.evolution import evolution_search, proxy_fitness
+    from gradsign_pl.training import describe_settings_change
+
+    options.check()
+    space = options.space_instance()
     num_classes = int(datamodule.num_classes)
-    settings = EvolutionSettings(
-        iterations=options.iterations, population_size=options.population_size, max_params=options.max_params,
-        max_flops=options.max_flops, max_layers=options.max_layers, resolution=resolution,
-        num_classes=num_classes, seed=options.seed, init_structure=options.init_structure)
-    checkpoint = out_dir / "checkpoint.json"
+    settings = options.settings(datamodule)
+    x, y = first_batch(datamodule, max_samples=options.max_samples)
+    identity = {"space": options.space, "use_se": options.use_se, "proxy": options.proxy,
+                "max_samples": options.max_samples, "batch": batch_fingerprint(x, y),
+                "settings": dataclasses.asdict(settings)}
+    key = settings_hash(identity)
+    checkpoint = out_dir / f"checkpoint-{key[:10]}.json"
+    latest = out_dir / "settings.json"
+    if write and latest.is_file():
+        before = json.loads(latest.read_text())
+        if before != json.loads(json.dumps(identity)):
+            print(f"search: settings changed since the last search in {out_dir} "
+                  f"({'; '.join(describe_settings_change(before, identity)[:6])}); searching again")
     fitness: Any = None
     if write:
-        x, y = first_batch(datamodule, max_samples=options.max_samples)
         fitness = proxy_fitness(options.proxy, x, y, space, num_classes=num_classes,
                                 in_chans=int(datamodule.in_chans), device=_device(), init_seed=options.seed)
     else:
@@ -193,6 +242,8 @@ def run_search(options: SearchOptions, datamodule: Any, out_dir: Path, *, progre
                 "--trainer.devices 1 --score_only true)"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
+    if write:
+        latest.write_text(json.dumps(identity, indent=2) + "\n")
     t0 = time.perf_counter()
     try:
         result = evolution_search(space, fitness or (lambda structure: math.nan), settings, checkpoint=checkpoint,

@@ -16,12 +16,13 @@ counts prefetched batches as consumed; reading the loop's progress has neither p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 SampleKey = tuple[int, int]
 """``(sample_seed, index)``: what :class:`ResumableSampler` yields for each training sample."""
@@ -39,8 +40,12 @@ def mix_seed(*parts: int) -> int:
     return h
 
 
-class ResumableSampler(Sampler[SampleKey]):
+class ResumableSampler(DistributedSampler):
     """Shuffle ``n`` samples per epoch from ``(seed, epoch)``; skip what a resumed fit already trained on.
+
+    Under several processes (DDP) each rank takes its shard of the epoch's order -- padded, as
+    ``DistributedSampler`` does, to a multiple of the world size -- reading the world size and rank from the trainer
+    when iteration starts; being a ``DistributedSampler``, Lightning keeps it instead of replacing it.
 
     Args:
         n: dataset length.
@@ -51,21 +56,37 @@ class ResumableSampler(Sampler[SampleKey]):
     """
 
     def __init__(self, n: int, seed: int, batch_size: int, *, trainer: Any = None, shuffle: bool = True) -> None:
+        # DistributedSampler.__init__ is not called: it needs a process group; everything it sets is set here
         if n < 0 or batch_size < 1:
             raise ValueError(f"need n >= 0 and batch_size >= 1, got n={n}, batch_size={batch_size}")
         self.n, self.seed, self.batch_size, self.shuffle = int(n), int(seed), int(batch_size), shuffle
         self._trainer = trainer
         self.epoch = 0
+        self.drop_last = False
+
+    def _get_trainer(self) -> Any:
+        return self._trainer() if callable(self._trainer) else self._trainer
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        """Processes sharing the epoch (the trainer's world size; 1 without a trainer)."""
+        return int(getattr(self._get_trainer(), "world_size", 1) or 1)
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        """This process's shard (the trainer's global rank; 0 without a trainer)."""
+        return int(getattr(self._get_trainer(), "global_rank", 0) or 0)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self.num_replicas) if self.n else 0
 
     def order(self, epoch: int) -> list[int]:
-        """The sample indices of ``epoch`` in training order."""
+        """The sample indices of ``epoch`` in training order (all ranks; this rank takes every
+        ``num_replicas``-th from position ``rank`` after padding)."""
         if not self.shuffle:
             return list(range(self.n))
         g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
@@ -73,16 +94,20 @@ class ResumableSampler(Sampler[SampleKey]):
 
     def completed_batches(self) -> int:
         """Batches of the current epoch the fit loop has already completed (0 unless resuming mid-epoch)."""
-        trainer = self._trainer() if callable(self._trainer) else self._trainer
+        trainer = self._get_trainer()
         loop = getattr(trainer, "fit_loop", None)
         if loop is None or not getattr(trainer, "training", False):
             return 0
         return int(loop.epoch_loop.batch_progress.current.completed)
 
     def __iter__(self) -> Iterator[SampleKey]:
-        epoch = self.epoch
+        epoch, world = self.epoch, self.num_replicas
+        order = self.order(epoch)
+        if world > 1 and order:
+            total = len(self) * world
+            order = (order * math.ceil(total / len(order)))[:total][self.rank::world]
         skip = self.completed_batches() * self.batch_size
-        for i in self.order(epoch)[skip:]:
+        for i in order[skip:]:
             yield mix_seed(self.seed, epoch, i), i
 
 
