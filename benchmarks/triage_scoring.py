@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from gradsign_pl.candidates import candidate
-from gradsign_pl.scoring.policy import INIT_POLICIES, apply_init_policy
-from gradsign_pl.proxies import score
-from gradsign_pl.proxies._common import batch_fingerprint, isolated_rng
+from gradsign_pl.proxies import batch_fingerprint
+from gradsign_pl.rng import seeded
 from gradsign_pl.scoring.cache import ScoreCache
+from gradsign_pl.scoring.core import score_model
+from gradsign_pl.scoring.policy import INIT_POLICIES, ScoringPolicy
 
 OTHER_PROXIES = ("synflow", "snip", "grad_norm", "naswot", "jacov", "zen", "fisher", "grasp")
 BN_OPTIONS = ("auto", "batch")
@@ -47,7 +48,7 @@ def scoring_batches(dm: Any, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     dm.prepare_data()
     dm.setup("fit")
     out = []
-    with isolated_rng(torch.device("cpu"), 0):
+    with seeded(0):
         for i, batch in enumerate(dm.train_dataloader()):
             out.append((batch[0], batch[1]))
             if i + 1 == k:
@@ -66,11 +67,10 @@ def _with_resolution(spec: Any, res: int) -> Any:
     return spec
 
 
-def _build(name: str, spec: Any, init: str, seed: int, res: int) -> torch.nn.Module:
-    with isolated_rng(torch.device("cpu"), seed):
-        model = candidate(_with_resolution(spec, res), name=name).build(num_classes=10, in_chans=3,
-                                                                         input_size=(res, res))
-        return apply_init_policy(model, init)
+def _builder(name: str, spec: Any, res: int):
+    """A builder of the candidate at ``res`` px (score_model calls it under the seed and applies the init policy)."""
+    cand = candidate(_with_resolution(spec, res), name=name)
+    return lambda: cand.build(num_classes=10, in_chans=3, input_size=(res, res))
 
 
 def _jobs(models: dict[str, tuple[str, Any]]) -> Iterator[tuple[int, str, str, int, int, int, tuple[str, ...]]]:
@@ -98,9 +98,9 @@ def score_grid(models: dict[str, tuple[str, Any]], batches: list[tuple[torch.Ten
     store = ScoreCache(cache_dir, meta)
     for name, (_, spec) in models.items():
         if (name, "params") not in store:
-            model = _build(name, spec, "as_built", 0, 32)
+            sizes = score_model(_builder(name, spec, 32), *batches[0], ["params", "flops"])
             for size in ("params", "flops"):
-                store.add(name, size, score(size, model, *batches[0]).score)
+                store.add(name, size, sizes.scores[size])
     todo = [j for j in _jobs(models) if j[0] in passes]
     for i, (_, name, init, seed, b, res, proxies) in enumerate(todo):
         spec = models[name][1]
@@ -112,12 +112,6 @@ def score_grid(models: dict[str, tuple[str, Any]], batches: list[tuple[torch.Ten
         x, y = batches[b]
         if res != 32:
             x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
-        try:
-            model = _build(name, spec, init, seed, res)
-        except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
-            for p, bn in wanted:
-                store.add(name, key(p, init, bn, seed, b, res), math.nan, reason=f"build: {exc}")
-            continue
         for p, bn in wanted:
             options = {"bn_policy": bn} if p == "gradsign" else {}
             auto = store.get(name, key(p, init, "auto", seed, b, res)) if bn == "batch" else None
@@ -126,14 +120,13 @@ def score_grid(models: dict[str, tuple[str, Any]], batches: list[tuple[torch.Ten
                           **{k: v for k, v in auto.items() if k not in ("candidate", "proxy", "score")})
                 continue
             t1 = time.perf_counter()
-            try:
-                r = score(p, model, x, y, **options)
-                extra = {"reason": r.reason, "seconds": time.perf_counter() - t1}
-                if p == "gradsign":
-                    extra.update(n_params=r.n_params, n_active_params=r.n_active_params, bn_used=r.bn_policy)
-                store.add(name, key(p, init, bn, seed, b, res), r.score, **extra)
-            except Exception as exc:  # noqa: BLE001
-                store.add(name, key(p, init, bn, seed, b, res), math.nan, reason=f"{type(exc).__name__}: {exc}")
+            policy = ScoringPolicy("grid", init=init, proxy_options={p: options} if options else {})
+            scored = score_model(_builder(name, spec, res), x, y, [p], policy=policy, seed=seed)
+            r = scored.results[p]
+            extra = {"reason": scored.reasons.get(p), "seconds": time.perf_counter() - t1}
+            if p == "gradsign" and r.is_finite:
+                extra.update(n_params=r.n_params, n_active_params=r.n_active_params, bn_used=r.bn_policy)
+            store.add(name, key(p, init, bn, seed, b, res), r.score, **extra)
         print(f"[{i + 1}/{len(todo)}] {name} {init} s{seed} b{b} r{res}: {len(wanted)} scores in "
               f"{time.perf_counter() - t0:.1f} s", flush=True)
     return store

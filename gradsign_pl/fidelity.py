@@ -208,6 +208,8 @@ class FidelityRecorder(Callback):
             ``trainer.fit(..., ckpt_path=checkpoint)``; ``None`` saves nothing.
         evaluate: ``evaluate(module, batches) -> {"val_loss", "val_acc"}``; default :func:`evaluate_classifier`
             (the module's forward returns logits).
+        signal: a registered signal to compute when the fit stops at ``stop_at``; it is logged to every logger
+            of the trainer as ``halving/<signal>`` at that step and kept in :attr:`signal_value`.
 
     Attributes:
         curve: the :class:`Curve` so far (restored from a checkpoint when the fit resumes).
@@ -215,7 +217,8 @@ class FidelityRecorder(Callback):
     """
 
     def __init__(self, eval_steps: Iterable[int] = (), *, stop_at: int | None = None,
-                 checkpoint: str | Path | None = None, evaluate: EvaluateFn | None = None) -> None:
+                 checkpoint: str | Path | None = None, evaluate: EvaluateFn | None = None,
+                 signal: str | None = None) -> None:
         steps = sorted({int(s) for s in eval_steps})
         if any(s < 1 for s in steps):
             raise ValueError(f"eval_steps are optimiser steps >= 1, got {steps[:5]}")
@@ -225,6 +228,10 @@ class FidelityRecorder(Callback):
         self.stop_at = stop_at
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.evaluate = evaluate or evaluate_classifier
+        self.signal = signal
+        if signal is not None:
+            get_signal(signal)  # an unknown name fails here
+        self.signal_value: float | None = None
         self.curve = Curve()
         self.seconds = 0.0
         self.eval_seconds = 0.0
@@ -258,6 +265,10 @@ class FidelityRecorder(Callback):
             self.eval_seconds += time.perf_counter() - t0
         if self.stop_at is not None and step >= self.stop_at and not trainer.should_stop:
             self.stopped_at = step
+            if self.signal is not None:
+                self.signal_value = get_signal(self.signal)(self.curve)
+                for logger in trainer.loggers:
+                    logger.log_metrics({f"halving/{self.signal}": self.signal_value}, step=step)
             if self.checkpoint is not None:
                 trainer.save_checkpoint(self.checkpoint, weights_only=False)
             trainer.should_stop = True

@@ -251,7 +251,7 @@ def halving(candidates: Sequence[Any] | Mapping[str, Any], recipe: TrainingRecip
                                                                                             "flops"),
             policy: Any = "auto", max_params: float | None = None, max_flops: float | None = None,
             max_samples: int | None = 64, train_survivors: bool = True, progress: bool = True,
-            log: Callable[[str], None] = print) -> HalvingResult:
+            ranking: Ranking | None = None, log: Callable[[str], None] = print) -> HalvingResult:
     """Successive halving over ``candidates`` with real training (see the module docstring).
 
     Args:
@@ -263,6 +263,7 @@ def halving(candidates: Sequence[Any] | Mapping[str, Any], recipe: TrainingRecip
         keep_after_rung0: keep only the best this many of the zero-cost order for rung 1 (``None``: all ranked).
         proxies, policy, max_params, max_flops, max_samples: rung 0 (:func:`gradsign_pl.rank`).
         train_survivors: train the survivors for the full schedule (and test them) after the last rung.
+        ranking: a rung-0 ranking already made of these candidates (``gradsign-fit`` passes its own); default: rank.
     """
     signal_fn = get_signal(signal)
     if keep_after_rung0 is not None and (not isinstance(keep_after_rung0, int) or keep_after_rung0 < 1):
@@ -272,8 +273,9 @@ def halving(candidates: Sequence[Any] | Mapping[str, Any], recipe: TrainingRecip
     dm = recipe.datamodule
     items = list(candidates.items()) if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
     cands = {c.name: c for c in (candidate(spec, name=name) for name, spec in items)}
-    ranking = rank(cands, dm, list(proxies), policy=policy, max_params=max_params, max_flops=max_flops,
-                   cache=out / "scores", num_classes=dm.num_classes, max_samples=max_samples, progress=progress)
+    if ranking is None:
+        ranking = rank(cands, dm, list(proxies), policy=policy, max_params=max_params, max_flops=max_flops,
+                       cache=out / "scores", num_classes=dm.num_classes, max_samples=max_samples, progress=progress)
     order0 = [r.name for r in ranking if r.status == "ok"]
     if keep_after_rung0 is not None:
         order0 = order0[:keep_after_rung0]
@@ -293,7 +295,7 @@ def halving(candidates: Sequence[Any] | Mapping[str, Any], recipe: TrainingRecip
     def signal_at(name: str, steps: int) -> float:
         if (name, steps) in done:
             return float(done[(name, steps)]["signal"] if done[(name, steps)]["signal"] is not None else math.nan)
-        recorder = FidelityRecorder(sorted(eval_at))
+        recorder = FidelityRecorder(sorted(eval_at), signal=signal)
         rec = train_candidate(cands[name], recipe, out / "train", stop_at=steps, recorder=recorder, test=False,
                               identity=run_identity(cands[name], recipe))
         value = signal_fn(Curve.from_dict(rec["curve"]).cut(steps)) if rec.get("status") != "failed" else math.nan
@@ -309,15 +311,21 @@ def halving(candidates: Sequence[Any] | Mapping[str, Any], recipe: TrainingRecip
     result.ranking = ranking
     if train_survivors:
         for name in result.survivors:
+            log(f"training {name} for the full schedule ({full} steps), continuing from its last rung")
             result.trained.append(train_candidate(cands[name], recipe, out / "train",
                                                   identity=run_identity(cands[name], recipe)))
     (out / "halving.json").write_text(json.dumps(_summary(result, signal), indent=2, default=str) + "\n")
     return result
 
 
+def summary(result: HalvingResult, signal: str) -> dict[str, Any]:
+    """The JSON record of a run (what ``halving.json`` and gradsign-fit's report hold)."""
+    return _summary(result, signal)
+
+
 def _summary(result: HalvingResult, signal: str) -> dict[str, Any]:
     return {"signal": signal, "plan": result.plan.to_dict(), "order0": result.order0, "order": result.order,
             "survivors": result.survivors, "spent_steps": result.spent_steps,
-            "full_steps_all": result.full_steps_all,
+            "full_steps_all": result.full_steps_all, "eliminated_at": result.eliminated_at(),
             "rungs": [dataclasses.asdict(r) for r in result.rungs],
             "trained": [{k: v for k, v in t.items() if k != "curve"} for t in result.trained]}

@@ -88,6 +88,9 @@ def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, An
         text += _search_markdown(sections["search"], run_dir)
     if "distillation" in sections:
         text += _distillation_markdown(sections["distillation"], trained)
+    if "halving" in sections:
+        paths["halving_plot"] = _halving_plot(run_dir / "halving_signal.png", sections["halving"])
+        text += _halving_markdown(sections["halving"])
     paths["markdown"].write_text(text)
     return paths
 
@@ -229,3 +232,66 @@ def _distillation_markdown(teacher: dict[str, Any], trained: Sequence[dict[str, 
                      f"{_fmt(100 * t['val_acc'] if t.get('val_acc') is not None else None, 2)} | "
                      f"{_fmt(t.get('seconds'), 0)} |")
     return "\n".join(lines) + "\n"
+
+
+def _halving_markdown(h: dict[str, Any]) -> str:
+    """The rung table (candidate, steps trained, signal at each rung, eliminated after) and the compute spent."""
+    plan = h["plan"]
+    table: dict[str, dict[int, float | None]] = {}
+    for r in h["rungs"]:
+        table.setdefault(r["name"], {})[r["steps"]] = r["signal"]
+    steps = list(dict.fromkeys(plan["steps"]))
+    full_all = h["full_steps_all"] or 1
+    spent = h["spent_steps"] + h.get("survivor_steps", 0)
+    lines = ["", "## Successive halving", "",
+             f"Signal `{h['signal']}` (higher = better), eta {plan['eta']:g}: {plan['counts'][0] if plan['counts'] else 0}"
+             f" candidates entered rung 1; rungs end at {steps} of {plan['full_steps']} optimiser steps per candidate "
+             f"and keep {list(plan['counts'][1:]) + [plan['final']]}.", "",
+             f"Compute: the rungs trained {h['spent_steps']:,} steps, {100 * h['spent_steps'] / full_all:.1f}% of "
+             f"training all {plan['counts'][0] if plan['counts'] else 0} fully ({full_all:,} steps); with the "
+             f"survivors' full training, {spent:,} steps ({100 * spent / full_all:.1f}%).", "",
+             "| candidate | steps trained | " + " | ".join(f"signal at {s}" for s in steps) + " | eliminated after |",
+             "|---|---|" + "---|" * len(steps) + "---|"]
+    eliminated = h.get("eliminated_at") or {}
+    for name in h["order"]:
+        if name not in table:
+            continue
+        row = table[name]
+        out = eliminated.get(name)
+        reached = max(row) if row else 0
+        lines.append(f"| {name} | {plan['full_steps'] if out is None else reached} | "
+                     + " | ".join(_g(row.get(s)) if row.get(s) is not None else ("--" if s > reached else "nan")
+                                  for s in steps)
+                     + f" | {'survived' if out is None else f'rung {out}'} |")
+    lines += ["", "![signal against steps](halving_signal.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _halving_plot(path: Path, h: dict[str, Any]) -> Path:
+    """The signal against steps per candidate; an x where a candidate was eliminated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    by_name: dict[str, list[tuple[int, float]]] = {}
+    for r in h["rungs"]:
+        if r["signal"] is not None:
+            by_name.setdefault(r["name"], []).append((r["steps"], r["signal"]))
+    eliminated = h.get("eliminated_at") or {}
+    for name, points in by_name.items():
+        xs, ys = zip(*sorted(points))
+        line = ax.plot(xs, ys, marker="o", ms=3, lw=1, label=name if len(by_name) <= 12 else None)[0]
+        if eliminated.get(name) is not None:
+            ax.plot(xs[-1], ys[-1], marker="x", ms=8, color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("optimiser steps trained (log)")
+    ax.set_ylabel(f"{h['signal']} (higher = better)")
+    ax.set_title("successive halving: signal per rung, x = eliminated", fontsize=9)
+    if len(by_name) <= 12:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -121,11 +121,12 @@ def train_candidate(candidate: Candidate | None, recipe: TrainingRecipe, root: s
         recorder.stop_at, recorder.checkpoint = stop_at, str(last) if stop_at is not None else None
         callbacks: list[Any] = [recorder,
                                 ModelCheckpoint(dirpath=str(ckpt_dir), save_top_k=0, save_last=True,
-                                                every_n_train_steps=recipe.checkpoint_every)]
+                                                every_n_train_steps=recipe.checkpoint_every,
+                                                enable_version_counter=False)]
         best = None
-        if recipe.monitor is not None:
+        if recipe.monitor is not None and stop_at is None:  # a rung stops early: only its last.ckpt matters
             best = ModelCheckpoint(dirpath=str(ckpt_dir), monitor=recipe.monitor, mode="max", save_top_k=1,
-                                   filename="best")
+                                   filename="best", enable_version_counter=False)
             callbacks.append(best)
         trainer = recipe.trainer(default_root_dir=str(out), callbacks=callbacks, log_name=safe_name(name),
                                  **dict(trainer_overrides or {}))

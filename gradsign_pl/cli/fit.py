@@ -87,7 +87,9 @@ class TriageOptions:
         policy: scoring policy: 'auto' (the authors' semantics for nb201:/zen: candidates, the validated
             real-model policy otherwise), 'cell-space' or 'real-model' (see gradsign_pl.scoring.policy).
         options: per-proxy options over the policy's, e.g. {gradsign: {bn_policy: batch}}; checked when read.
-        top_k: train the best k ranked candidates (None: all ranked).
+        strategy: 'top_k': train the best top_k of the zero-cost ranking fully; 'halving': successive halving -- the
+            ranking is rung 0, short rungs of real training (the `halving` section) decide which top_k train fully.
+        top_k: train the best k ranked candidates (None: all ranked); with 'halving', how many rungs leave.
         max_params: skip candidates with more parameters than this.
         max_flops: skip candidates with more operations per sample than this (NB-201 convention).
         max_samples: images of the first training batch used for scoring.
@@ -98,10 +100,30 @@ class TriageOptions:
     seeds: int | None = None
     policy: Literal["auto", "cell-space", "real-model"] = "auto"
     options: dict[str, dict[str, Any]] | None = None
+    strategy: Literal["top_k", "halving"] = "top_k"
     top_k: int | None = 3
     max_params: float | None = None
     max_flops: float | None = None
     max_samples: int = 64
+
+
+@dataclasses.dataclass
+class HalvingOptions:
+    """Successive halving after the zero-cost ranking (``triage.strategy: halving``; see gradsign_pl.halving).
+
+    Args:
+        eta: keep the top 1/eta of the candidates after each rung.
+        budget: the rungs' compute as a fraction of training every ranked candidate for the full schedule.
+        budget_steps: the budget in optimiser steps instead (set budget to null).
+        signal: what ranks a rung: sotl, sotl_ema, last_loss (training losses), val_loss or val_acc.
+        keep_after_rung0: only the best this many of the zero-cost ranking enter rung 1 (null: every ranked one).
+    """
+
+    eta: float = 3
+    budget: float | None = 0.1
+    budget_steps: int | None = None
+    signal: str = "last_loss"
+    keep_after_rung0: int | None = None
 
 
 class GradSignFitCLI(LightningCLI):
@@ -137,6 +159,7 @@ class GradSignFitCLI(LightningCLI):
         parser.add_class_arguments(TriageOptions, "triage")
         parser.add_argument("--search", type=SearchOptions | None, default=None,
                             help="evolutionary search before ranking; its top structures join the candidates")
+        parser.add_class_arguments(HalvingOptions, "halving")
         parser.add_argument("--distill", type=DistillOptions | None, default=None,
                             help="train the kept candidates as students of a frozen teacher")
         parser.add_argument("--run_dir", type=str | None, default=None,
@@ -245,6 +268,21 @@ def plan_run(cli: GradSignFitCLI) -> Plan:
     _check_module_class(module_class, distill)
     if distill is not None and not cfg.score_only:
         distill.check(image_size=int(dm.image_size))  # before hours of search: a buildable teacher, local weights
+    if triage.strategy == "halving":
+        from gradsign_pl.fidelity import get_signal
+        from gradsign_pl.halving import plan_rungs
+
+        get_signal(cfg.halving.signal)
+        if distill is not None:
+            raise ValueError("triage.strategy: halving does not combine with distill yet: train students with "
+                             "strategy top_k")
+        if triage.top_k is None:
+            raise ValueError("triage.strategy: halving needs triage.top_k (how many candidates train fully)")
+        budget = cfg.halving.budget if cfg.halving.budget_steps is None else None
+        plan_rungs(max(len(cands), 2), 1000, eta=cfg.halving.eta, budget=budget if budget is not None else 0.5,
+                   final=1)  # eta / budget values are checked now, the full plan once the data is known
+        if cfg.halving.budget_steps is None and cfg.halving.budget is None:
+            raise ValueError("halving: set budget (a fraction) or budget_steps")
     if cfg.checkpoint_every_n_steps < 1:
         raise ValueError(f"checkpoint_every_n_steps must be >= 1, got {cfg.checkpoint_every_n_steps}")
     settings = {
@@ -342,7 +380,12 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
     history = read_jsonl_records(trained_log)
     results: list[dict[str, Any]] = []
     status = 0
-    if not cfg.score_only:
+    if not cfg.score_only and triage.strategy == "halving":
+        results, new, sections["halving"] = _run_halving(cli, plan, cands, ranking, history)
+        if writer:
+            for record in new:
+                append_jsonl(trained_log, record)
+    elif not cfg.score_only:
         by_name = {c.name: c for c in cands}
         teacher = None
         recipe = training_recipe(cli, plan)
@@ -378,6 +421,7 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
             results.append(record)
             if writer:
                 append_jsonl(trained_log, record)
+    if not cfg.score_only:
         failed = [r for r in results if r.get("status") != "trained"]
         if results and len(failed) == len(results):
             print("gradsign-fit: every kept candidate failed to train: "
@@ -389,6 +433,40 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
                          seconds=time.perf_counter() - t0)
     print(f"report: {paths['markdown']}")
     return status
+
+
+def _run_halving(cli: GradSignFitCLI, plan: Plan, cands: list[Candidate], ranking: Any,
+                 history: dict[tuple[str, str], dict[str, Any]]
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Successive halving over the ranked candidates: ``(survivors' trainings, the new ones among them, summary)``."""
+    from gradsign_pl.halving import halving, summary
+
+    cfg = cli.config
+    options = cfg.halving
+    recipe = training_recipe(cli, plan)
+    result = halving({c.name: c for c in cands}, recipe, plan.run_dir / "halving", eta=options.eta,
+                     budget=options.budget if options.budget_steps is None else None,
+                     budget_steps=options.budget_steps, signal=options.signal, final=cfg.triage.top_k,
+                     keep_after_rung0=options.keep_after_rung0, ranking=ranking, train_survivors=False)
+    results, new = [], []
+    for name in result.survivors:
+        cand = next(c for c in cands if c.name == name)
+        identity = run_identity(cand, recipe)
+        previous = history.get((name, identity), {})
+        if previous.get("status") == "trained":
+            print(f"{name}: already trained under these settings "
+                  f"({100 * (previous.get('test_acc') or math.nan):.2f}% test), reused")
+            results.append(previous)
+            continue
+        print(f"training {name} for the full schedule, continuing from its last rung")
+        record = train_candidate(cand, recipe, plan.run_dir / "halving" / "train", identity=identity)
+        record.update(spec=cand.spec if isinstance(cand.spec, (str, dict)) else None, settings=plan.settings)
+        record.pop("curve", None)
+        results.append(record)
+        new.append(record)
+    section = summary(result, options.signal)
+    section["survivor_steps"] = sum(int(r.get("steps") or 0) - int(r.get("resumed_from_step") or 0) for r in results)
+    return results, new, section
 
 
 def _teacher_identity(distill: DistillOptions | None) -> dict[str, Any] | None:
