@@ -36,8 +36,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,8 +76,15 @@ def run_engine(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
     import gradsign_pl
 
     r = gradsign_pl.gradsign(model, x, y)
-    return {"score": r.score, "engine": r.engine, "engine_reason": r.engine_reason, "chunk_size": r.chunk_size,
-            "bn_policy": r.bn_policy, "bn_reason": r.bn_reason, "n_scored_params": r.n_params}
+    return {
+        "score": r.score,
+        "engine": r.engine,
+        "engine_reason": r.engine_reason,
+        "chunk_size": r.chunk_size,
+        "bn_policy": r.bn_policy,
+        "bn_reason": r.bn_reason,
+        "n_scored_params": r.n_params,
+    }
 
 
 def run_official_loop(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
@@ -89,7 +97,8 @@ def run_official_loop(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
         F.cross_entropy(out, y[[i]]).backward()
         grads = [
             m.weight.grad.flatten() if m.weight.grad is not None else torch.zeros(m.weight.numel(), device=x.device)
-            for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+            for m in net.modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))
         ]
         rows.append(torch.cat(grads).cpu().numpy())
     G = np.stack(rows)
@@ -106,7 +115,10 @@ def run_batched(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Any]:
 
 
 RUNNERS: dict[str, Callable[[nn.Module, Tensor, Tensor], dict[str, Any]]] = {
-    "engine": run_engine, "official_loop": run_official_loop, "batched": run_batched}
+    "engine": run_engine,
+    "official_loop": run_official_loop,
+    "batched": run_batched,
+}
 
 
 # -------------------------------------------------------------------------------------------------- worker
@@ -167,9 +179,15 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     peak_mb = host_peak_mb
     if device.type == "cuda":
         peak_mb = (torch.cuda.max_memory_allocated(device) - base_cuda) / MB
-    return {**info, "times_s": times, "median_s": statistics.median(times), "peak_mb": peak_mb,
-            "host_peak_mb": host_peak_mb, "device": str(device),
-            "model_params": sum(p.numel() for p in model.parameters())}
+    return {
+        **info,
+        "times_s": times,
+        "median_s": statistics.median(times),
+        "peak_mb": peak_mb,
+        "host_peak_mb": host_peak_mb,
+        "device": str(device),
+        "model_params": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def launch(spec: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +201,7 @@ def launch(spec: dict[str, Any]) -> dict[str, Any]:
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"worker exited with {proc.returncode}: {tail}"}
-    return json.loads(lines[-1][len(RESULT_TAG):])
+    return json.loads(lines[-1][len(RESULT_TAG) :])
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -209,9 +227,23 @@ def metric(cfg: dict[str, Any], method: str, key: str) -> Any:
     return cfg["results"].get(method, {}).get(key)
 
 
-HEADER = ["model", "px", "n", "params (M)", "engine s", "official loop s", "speed-up (loop/engine)",
-          "batched fwd+bwd s", "engine / batched", "engine peak MB", "loop peak MB", "batched peak MB",
-          "chunk size", "BN policy", "score agreement"]
+HEADER = [
+    "model",
+    "px",
+    "n",
+    "params (M)",
+    "engine s",
+    "official loop s",
+    "speed-up (loop/engine)",
+    "batched fwd+bwd s",
+    "engine / batched",
+    "engine peak MB",
+    "loop peak MB",
+    "batched peak MB",
+    "chunk size",
+    "BN policy",
+    "score agreement",
+]
 
 
 def table_row(cfg: dict[str, Any]) -> list[str]:
@@ -220,10 +252,21 @@ def table_row(cfg: dict[str, Any]) -> list[str]:
     se, sl = metric(cfg, "engine", "score"), metric(cfg, "official_loop", "score")
     agree = "—" if se is None or sl is None else f"{se:.0f} vs {sl:.0f} (rel {abs(se - sl) / max(abs(sl), 1):.1e})"
     errors = [f"{m}: {r['error']}" for m, r in cfg["results"].items() if "error" in r]
-    return [cfg["model"], str(cfg["px"]), str(cfg["n"]), fmt(params / 1e6 if params else None), fmt(e), fmt(lp),
-            fmt(ratio(lp, e)), fmt(b), fmt(ratio(e, b)), *(fmt_mb(metric(cfg, m, "peak_mb")) for m in METHODS),
-            str(metric(cfg, "engine", "chunk_size") or "—"), str(metric(cfg, "engine", "bn_policy") or "—"),
-            agree + ("; ERROR " + "; ".join(errors) if errors else "")]
+    return [
+        cfg["model"],
+        str(cfg["px"]),
+        str(cfg["n"]),
+        fmt(params / 1e6 if params else None),
+        fmt(e),
+        fmt(lp),
+        fmt(ratio(lp, e)),
+        fmt(b),
+        fmt(ratio(e, b)),
+        *(fmt_mb(metric(cfg, m, "peak_mb")) for m in METHODS),
+        str(metric(cfg, "engine", "chunk_size") or "—"),
+        str(metric(cfg, "engine", "bn_policy") or "—"),
+        agree + ("; ERROR " + "; ".join(errors) if errors else ""),
+    ]
 
 
 def targets(configs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -239,43 +282,77 @@ def targets(configs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     out = []
     e64, l64, b64 = (get("nb201-32px-n64", m, "median_s") for m in METHODS)
     sp = ratio(l64, e64)
-    out.append(("(a) NB-201 n=64: engine >= 4x faster than the official loop", verdict(None if sp is None else sp >= 4),
-                f"loop {fmt(l64)} s / engine {fmt(e64)} s = {fmt_x(sp)}"))
+    out.append(
+        (
+            "(a) NB-201 n=64: engine >= 4x faster than the official loop",
+            verdict(None if sp is None else sp >= 4),
+            f"loop {fmt(l64)} s / engine {fmt(e64)} s = {fmt_x(sp)}",
+        )
+    )
     eb = ratio(e64, b64)
-    out.append(("(b) NB-201 n=64: engine <= 2x batched fwd+bwd", verdict(None if eb is None else eb <= 2),
-                f"engine {fmt(e64)} s / batched {fmt(b64)} s = {fmt_x(eb)}"))
+    out.append(
+        (
+            "(b) NB-201 n=64: engine <= 2x batched fwd+bwd",
+            verdict(None if eb is None else eb <= 2),
+            f"engine {fmt(e64)} s / batched {fmt(b64)} s = {fmt_x(eb)}",
+        )
+    )
     me = ratio(get("nb201-32px-n128", "engine", "peak_mb"), get("nb201-32px-n16", "engine", "peak_mb"))
     ml = ratio(get("nb201-32px-n128", "official_loop", "peak_mb"), get("nb201-32px-n16", "official_loop", "peak_mb"))
-    out.append(("(c) NB-201: engine peak at n=128 <= 1.2x peak at n=16", verdict(None if me is None else me <= 1.2),
-                f"engine {fmt_x(me)} (official loop {fmt_x(ml)})"))
+    out.append(
+        (
+            "(c) NB-201: engine peak at n=128 <= 1.2x peak at n=16",
+            verdict(None if me is None else me <= 1.2),
+            f"engine {fmt_x(me)} (official loop {fmt_x(ml)})",
+        )
+    )
     pk = get("resnet50-224px-n64", "engine", "peak_mb")
-    out.append(("(d) ResNet-50 224 px n=64: engine peak <= 3 GB", verdict(None if pk is None else pk <= 3 * 1024),
-                f"{fmt_mb(pk)} MB"))
+    out.append(
+        (
+            "(d) ResNet-50 224 px n=64: engine peak <= 3 GB",
+            verdict(None if pk is None else pk <= 3 * 1024),
+            f"{fmt_mb(pk)} MB",
+        )
+    )
     return out
 
 
 def machine_info(argv: list[str]) -> dict[str, Any]:
     import timm
 
-    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": shlex.join([sys.executable, *argv])}
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": shlex.join([sys.executable, *argv]),
+    }
 
 
 def write_reports(prefix: Path, info: dict[str, Any], configs: list[dict[str, Any]], settings: dict[str, Any]) -> None:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     data = {"machine": info, "settings": settings, "configurations": configs}
     Path(f"{prefix}.json").write_text(json.dumps(data, indent=2) + "\n")
-    lines = ["# GradSign engine vs official per-sample loop", "", f"Command: `{info['command']}`", "",
-             f"{info['date']} · {info['platform']} · {info['cpu_count']} CPUs · torch {info['torch']} "
-             f"({info['torch_threads']} threads) · timm {info['timm']} · Python {info['python']}"
-             + (f" · {info['cuda']}" if info["cuda"] else ""), "",
-             f"Times: median of {settings['repeats']} run(s) after {settings['warmup']} warm-up, seconds. Peak memory: "
-             f"MB (2^20 bytes) above baseline, {'CUDA allocated' if info['cuda'] else 'process RSS'}, one subprocess "
-             "per method. Score agreement: engine score vs loop score, |difference| / loop score.", "",
-             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines = [
+        "# GradSign engine vs official per-sample loop",
+        "",
+        f"Command: `{info['command']}`",
+        "",
+        f"{info['date']} · {info['platform']} · {info['cpu_count']} CPUs · torch {info['torch']} "
+        f"({info['torch_threads']} threads) · timm {info['timm']} · Python {info['python']}"
+        + (f" · {info['cuda']}" if info["cuda"] else ""),
+        "",
+        f"Times: median of {settings['repeats']} run(s) after {settings['warmup']} warm-up, seconds. Peak memory: "
+        f"MB (2^20 bytes) above baseline, {'CUDA allocated' if info['cuda'] else 'process RSS'}, one subprocess "
+        "per method. Score agreement: engine score vs loop score, |difference| / loop score.",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in table_row(c)) + " |" for c in configs]
     lines += ["", "## Targets", ""] + [f"- **{v}** {t}: {nums}" for t, v, nums in targets(configs)]
     Path(f"{prefix}.md").write_text("\n".join(lines) + "\n")
@@ -321,15 +398,26 @@ def main() -> None:
     if not configs:
         parser.error(f"no configuration name contains {args.only!r}")
     info = machine_info(sys.argv)
-    settings = {"repeats": repeats, "warmup": warmup, "quick": args.quick, "only": args.only,
-                "worker_timeout_s": WORKER_TIMEOUT_S}
+    settings = {
+        "repeats": repeats,
+        "warmup": warmup,
+        "quick": args.quick,
+        "only": args.only,
+        "worker_timeout_s": WORKER_TIMEOUT_S,
+    }
     done: list[dict[str, Any]] = []
     for cfg in configs:
         cfg = {**cfg, "results": {}}
         for method in cfg["methods"]:
             print(f"{cfg['name']:<34} {method:<14}", end=" ", flush=True)
-            spec = {"model": cfg["model"], "px": cfg["px"], "n": cfg["n"], "method": method,
-                    "warmup": warmup, "repeats": repeats}
+            spec = {
+                "model": cfg["model"],
+                "px": cfg["px"],
+                "n": cfg["n"],
+                "method": method,
+                "warmup": warmup,
+                "repeats": repeats,
+            }
             res = launch(spec)
             cfg["results"][method] = res
             print(f"ERROR {res['error']}" if "error" in res else f"{res['median_s']:.3f} s, {res['peak_mb']:.0f} MB")

@@ -28,18 +28,36 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from triage_models import MODELS  # noqa: E402
+from triage_models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "halving"
 
-SCHEDULE: dict[str, Any] = {"epochs": 4, "train_size": 16000, "val_size": 1000, "test_size": None, "batch_size": 64,
-                            "lr": 2e-3, "weight_decay": 5e-4, "warmup_fraction": 0.03}
+SCHEDULE: dict[str, Any] = {
+    "epochs": 4,
+    "train_size": 16000,
+    "val_size": 1000,
+    "test_size": None,
+    "batch_size": 64,
+    "lr": 2e-3,
+    "weight_decay": 5e-4,
+    "warmup_fraction": 0.03,
+}
 QUICK_SCHEDULE: dict[str, Any] = {**SCHEDULE, "epochs": 1, "train_size": 3840, "val_size": 200, "test_size": 500}
 QUICK_MODELS = ("resnet10t", "shufflenet_v2_x0_5", "lcnet_050")
 #: the second training seed runs on these (one or two per family, across the size range; ViT left out for cost)
-NOISE_SUBSET = ("resnet18", "regnetx_002", "mobilenetv3_small", "efficientnet_b0", "shufflenet_v2_x1_0",
-                "squeezenet1_1", "convnext_atto", "mixer_tiny_p4", "lcnet_050", "densenet121")
+NOISE_SUBSET = (
+    "resnet18",
+    "regnetx_002",
+    "mobilenetv3_small",
+    "efficientnet_b0",
+    "shufflenet_v2_x1_0",
+    "squeezenet1_1",
+    "convnext_atto",
+    "mixer_tiny_p4",
+    "lcnet_050",
+    "densenet121",
+)
 CHECKPOINT_EVERY = 50
 
 
@@ -69,8 +87,13 @@ def schedule_id(schedule: dict[str, Any]) -> str:
 def datamodule(data_dir: str | None, schedule: dict[str, Any]):
     from gradsign_pl.data.datamodules import CIFAR10DataModule
 
-    return CIFAR10DataModule(data_dir, batch_size=schedule["batch_size"], val_size=schedule["val_size"],
-                             train_size=schedule["train_size"], test_size=schedule["test_size"])
+    return CIFAR10DataModule(
+        data_dir,
+        batch_size=schedule["batch_size"],
+        val_size=schedule["val_size"],
+        train_size=schedule["train_size"],
+        test_size=schedule["test_size"],
+    )
 
 
 def train_one(name: str, spec: Any, dm: Any, schedule: dict[str, Any], seed: int, workdir: Path) -> dict[str, Any]:
@@ -86,24 +109,44 @@ def train_one(name: str, spec: Any, dm: Any, schedule: dict[str, Any], seed: int
     pl.seed_everything(seed, verbose=False)
     net = candidate(spec, name=name).build(num_classes=10, in_chans=3, input_size=(32, 32))
     params = sum(p.numel() for p in net.parameters())
-    module = ClassificationModule(net, 10, lr=schedule["lr"], weight_decay=schedule["weight_decay"],
-                                  warmup_fraction=schedule["warmup_fraction"])
+    module = ClassificationModule(
+        net, 10, lr=schedule["lr"], weight_decay=schedule["weight_decay"], warmup_fraction=schedule["warmup_fraction"]
+    )
     recorder = FidelityRecorder(eval_grid(total))
     last = ModelCheckpoint(dirpath=str(workdir), save_top_k=0, save_last=True, every_n_train_steps=CHECKPOINT_EVERY)
-    trainer = pl.Trainer(max_epochs=schedule["epochs"], accelerator="auto", devices=1, logger=False,
-                         callbacks=[recorder, last], limit_val_batches=0, num_sanity_val_steps=0,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(workdir))
+    trainer = pl.Trainer(
+        max_epochs=schedule["epochs"],
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        callbacks=[recorder, last],
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(workdir),
+    )
     resume = workdir / "last.ckpt"
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume.exists() else None, weights_only=True)
     if trainer.global_step != total:
         raise RuntimeError(f"{name}: trained {trainer.global_step} steps, expected {total}")
     test = trainer.test(module, datamodule=dm, verbose=False)[0]
-    return {"name": name, "seed": seed, "spec": spec, "schedule_id": schedule_id(schedule), "schedule": schedule,
-            "params": params, "steps": total, "test_acc": float(test["test/acc"]),
-            "test_loss": float(test["test/loss"]), "train_seconds": round(recorder.seconds, 2),
-            "eval_seconds": round(recorder.eval_seconds, 2), "wall_seconds_this_process": round(time.perf_counter() - t0, 2),
-            "curve": recorder.curve.to_dict()}
+    return {
+        "name": name,
+        "seed": seed,
+        "spec": spec,
+        "schedule_id": schedule_id(schedule),
+        "schedule": schedule,
+        "params": params,
+        "steps": total,
+        "test_acc": float(test["test/acc"]),
+        "test_loss": float(test["test/loss"]),
+        "train_seconds": round(recorder.seconds, 2),
+        "eval_seconds": round(recorder.eval_seconds, 2),
+        "wall_seconds_this_process": round(time.perf_counter() - t0, 2),
+        "curve": recorder.curve.to_dict(),
+    }
 
 
 def read_runs(path: Path, schedule: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
@@ -111,12 +154,21 @@ def read_runs(path: Path, schedule: dict[str, Any]) -> dict[tuple[str, int], dic
     from gradsign_pl.scoring.cache import iter_jsonl
 
     sid = schedule_id(schedule)
-    return {(r["name"], int(r["seed"])): r for r in iter_jsonl(path, ("name", "seed", "schedule_id"))
-            if r["schedule_id"] == sid}
+    return {
+        (r["name"], int(r["seed"])): r
+        for r in iter_jsonl(path, ("name", "seed", "schedule_id"))
+        if r["schedule_id"] == sid
+    }
 
 
-def train_all(models: dict[str, tuple[str, Any]], seeds: list[int], schedule: dict[str, Any], log: Path,
-              workroot: Path, data_dir: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+def train_all(
+    models: dict[str, tuple[str, Any]],
+    seeds: list[int],
+    schedule: dict[str, Any],
+    log: Path,
+    workroot: Path,
+    data_dir: str | None = None,
+) -> dict[tuple[str, int], dict[str, Any]]:
     """Train every missing ``(model, seed)`` (seed-major), appending each finished record to ``log``."""
     from gradsign_pl.scoring.cache import append_jsonl
 
@@ -130,11 +182,14 @@ def train_all(models: dict[str, tuple[str, Any]], seeds: list[int], schedule: di
         workdir = workroot / schedule_id(schedule) / f"{name}_s{seed}"
         try:
             rec = train_one(name, models[name][1], dm, schedule, seed, workdir)
-        except Exception as exc:  # noqa: BLE001 - recorded; the other models go on
+        except Exception as exc:
             print(f"  failed: {type(exc).__name__}: {exc}", flush=True)
             continue
-        print(f"  test acc {100 * rec['test_acc']:.2f}% in {rec['train_seconds']:.0f} s training "
-              f"+ {rec['eval_seconds']:.0f} s validation", flush=True)
+        print(
+            f"  test acc {100 * rec['test_acc']:.2f}% in {rec['train_seconds']:.0f} s training "
+            f"+ {rec['eval_seconds']:.0f} s validation",
+            flush=True,
+        )
         done[(name, seed)] = rec
         log.parent.mkdir(parents=True, exist_ok=True)
         append_jsonl(log, rec)
@@ -155,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s) {unknown}; the benchmark's models: {', '.join(MODELS)}")
     log = (ROOT / "runs" / "halving_groundtruth_quick" / "runs.jsonl") if args.quick else RESULTS / "runs.jsonl"
-    train_all({n: MODELS[n] for n in names}, args.seeds, schedule, log, ROOT / "runs" / "halving_groundtruth",
-              args.data_dir)
+    train_all(
+        {n: MODELS[n] for n in names}, args.seeds, schedule, log, ROOT / "runs" / "halving_groundtruth", args.data_dir
+    )
     return 0
 
 

@@ -30,14 +30,23 @@ import numpy as np
 import torch
 
 from gradsign_pl.data.paths import data_file
+from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.spaces import create_space
 from gradsign_pl.spaces.nb201 import NB201Network
-from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.studies.correlation import run_correlation
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER_PROXIES = {"synflow": "synflow", "snip": "snip", "grad_norm": "grad_norm", "grasp": "grasp", "fisher": "fisher",
-                "jacov": "jacov", "naswot": "nwot", "params": "params", "flops": "flops"}
+PEER_PROXIES = {
+    "synflow": "synflow",
+    "snip": "snip",
+    "grad_norm": "grad_norm",
+    "grasp": "grasp",
+    "fisher": "fisher",
+    "jacov": "jacov",
+    "naswot": "nwot",
+    "params": "params",
+    "flops": "flops",
+}
 """our proxy name -> NAS-Bench-Suite-Zero column."""
 RHO_TOLERANCE = 0.05
 FLOPS_TOLERANCE = 0.02
@@ -52,8 +61,15 @@ def naslib_check(space, data_dir, n, out_root) -> dict:
     rows = [r for r in read_csv(data_file("nb201_zc_naslib_subset.csv", data_dir)) if r["dataset"] == "cifar10"]
     rows = rows[:n] if n else rows
     indices = [int(r["index"]) for r in rows]
-    study = run_correlation(space, "cifar10", proxies=list(PEER_PROXIES), indices=indices,
-                            out=out_root / "naslib-cifar10-per-arch-batch", data_dir=data_dir, batch_per_arch=True)
+    study = run_correlation(
+        space,
+        "cifar10",
+        proxies=list(PEER_PROXIES),
+        indices=indices,
+        out=out_root / "naslib-cifar10-per-arch-batch",
+        data_dir=data_dir,
+        batch_per_arch=True,
+    )
     val = np.array([float(r["val_accuracy"]) for r in rows])
     checks = []
     for ours, theirs in PEER_PROXIES.items():
@@ -61,26 +77,41 @@ def naslib_check(space, data_dir, n, out_root) -> dict:
         rho_ours, _, n_ours = rank_agreement(study.scores[ours], val)
         rho_peer, _, _n_peer = rank_agreement(peer, val)
         agree, _, _ = rank_agreement(study.scores[ours], peer)
-        checks.append({"proxy": ours, "peer_column": theirs, "rho_ours": rho_ours, "rho_peer": rho_peer,
-                       "diff": abs(rho_ours - rho_peer), "rho_ours_vs_peer_scores": agree, "n": n_ours,
-                       "pass": abs(rho_ours - rho_peer) <= RHO_TOLERANCE})
+        checks.append(
+            {
+                "proxy": ours,
+                "peer_column": theirs,
+                "rho_ours": rho_ours,
+                "rho_peer": rho_peer,
+                "diff": abs(rho_ours - rho_peer),
+                "rho_ours_vs_peer_scores": agree,
+                "n": n_ours,
+                "pass": abs(rho_ours - rho_peer) <= RHO_TOLERANCE,
+            }
+        )
     params_ours = study.scores["params"]
     params_peer = np.array([round(float(r["params"]) * 1e6) for r in rows])
     params_mismatch = [int(i) for i, a, b in zip(indices, params_ours, params_peer) if a != b]
     flops_ours = study.scores["flops"] / 1e6
     flops_peer = np.array([float(r["flops"]) for r in rows])
     rel = np.abs(flops_ours / flops_peer - 1)
-    return {"archs": len(rows), "rho": checks,
-            "params": {"exact": len(rows) - len(params_mismatch), "mismatch": params_mismatch,
-                       "pass": not params_mismatch},
-            "flops": {"max_rel_diff": float(rel.max()), "median_rel_diff": float(np.median(rel)),
-                      "pass": bool(rel.max() <= FLOPS_TOLERANCE)}}
+    return {
+        "archs": len(rows),
+        "rho": checks,
+        "params": {"exact": len(rows) - len(params_mismatch), "mismatch": params_mismatch, "pass": not params_mismatch},
+        "flops": {
+            "max_rel_diff": float(rel.max()),
+            "median_rel_diff": float(np.median(rel)),
+            "pass": bool(rel.max() <= FLOPS_TOLERANCE),
+        },
+    }
 
 
 def sample_check(space, data_dir, n, cache_dir) -> list[dict]:
     indices = space.sample(n, 42)
-    study = run_correlation(space, "cifar10", proxies=["zen", "jacov"], indices=indices, out=cache_dir,
-                            data_dir=data_dir)
+    study = run_correlation(
+        space, "cifar10", proxies=["zen", "jacov"], indices=indices, out=cache_dir, data_dir=data_dir
+    )
     zen_rows = read_csv(data_file("nb201_zc_zen_naslib.csv", data_dir))
     v1_rows = read_csv(data_file("nb201_zc_naswot_v1.csv", data_dir))
     zen_peer = np.array([float(zen_rows[i]["zen_cifar10"]) for i in indices])
@@ -89,14 +120,25 @@ def sample_check(space, data_dir, n, cache_dir) -> list[dict]:
     v1_peer = np.array([float(v1_rows[i]["naswot_v1_score"] or "nan") for i in indices])  # empty: degenerate
     v1_acc = space.table.column("cifar10_valid")[indices]
     out = []
-    for ours, peer, acc, source in (("zen", zen_peer, zen_val, "nb201_zc_zen_naslib.csv (val_accuracy_cifar10)"),
-                                    ("jacov", v1_peer, v1_acc, "nb201_zc_naswot_v1.csv (cifar10_valid accuracy)")):
+    for ours, peer, acc, source in (
+        ("zen", zen_peer, zen_val, "nb201_zc_zen_naslib.csv (val_accuracy_cifar10)"),
+        ("jacov", v1_peer, v1_acc, "nb201_zc_naswot_v1.csv (cifar10_valid accuracy)"),
+    ):
         rho_ours, _, n_ours = rank_agreement(study.scores[ours], acc)
         rho_peer, _, _ = rank_agreement(peer, acc)
         agree, _, _ = rank_agreement(study.scores[ours], peer)
-        out.append({"proxy": ours, "source": source, "rho_ours": rho_ours, "rho_peer": rho_peer,
-                    "diff": abs(rho_ours - rho_peer), "rho_ours_vs_peer_scores": agree, "n": n_ours,
-                    "pass": abs(rho_ours - rho_peer) <= RHO_TOLERANCE})
+        out.append(
+            {
+                "proxy": ours,
+                "source": source,
+                "rho_ours": rho_ours,
+                "rho_peer": rho_peer,
+                "diff": abs(rho_ours - rho_peer),
+                "rho_ours_vs_peer_scores": agree,
+                "n": n_ours,
+                "pass": abs(rho_ours - rho_peer) <= RHO_TOLERANCE,
+            }
+        )
     return out
 
 
@@ -108,8 +150,13 @@ def params_table_check(space, limit) -> dict:
         ours = sum(p.numel() for p in NB201Network(space.arch(i), 10).parameters()) / 1e6
         if abs(ours - column[i]) > 5e-7:
             mismatch.append({"index": i, "ours_m": ours, "table_m": float(column[i])})
-    return {"archs": n, "agree": n - len(mismatch), "fraction": (n - len(mismatch)) / n, "mismatch": mismatch,
-            "pass": (n - len(mismatch)) / n >= 0.98}
+    return {
+        "archs": n,
+        "agree": n - len(mismatch),
+        "fraction": (n - len(mismatch)) / n,
+        "mismatch": mismatch,
+        "pass": (n - len(mismatch)) / n >= 0.98,
+    }
 
 
 def markdown(report: dict) -> str:
@@ -117,40 +164,68 @@ def markdown(report: dict) -> str:
     lines = [
         "# NAS-Bench-201 peer conformance",
         "",
-        (f"Generated by `python benchmarks/nb201_conformance.py{' --quick' if report['quick'] else ''}` "
-        "(batch 64 real CIFAR-10 images, seed 42)."),
+        (
+            f"Generated by `python benchmarks/nb201_conformance.py{' --quick' if report['quick'] else ''}` "
+            "(batch 64 real CIFAR-10 images, seed 42)."
+        ),
         "",
         f"## Proxies vs NAS-Bench-Suite-Zero on its {nl['archs']} CIFAR-10 archs",
         "",
-        ("Spearman rho against the peer's `val_accuracy`, ours and the peer's, on the same archs; "
-        f"pass when they differ by at most {RHO_TOLERANCE}. The last column is the rank agreement of our score "
-        "with the peer's score itself."),
+        (
+            "Spearman rho against the peer's `val_accuracy`, ours and the peer's, on the same archs; "
+            f"pass when they differ by at most {RHO_TOLERANCE}. The last column is the rank agreement of our score "
+            "with the peer's score itself."
+        ),
         "",
         "| proxy | peer column | rho (ours) | rho (peer) | abs diff | pass | rho(ours, peer scores) |",
         "| --- | --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for c in nl["rho"]:
-        lines.append(f"| {c['proxy']} | {c['peer_column']} | {c['rho_ours']:.3f} | {c['rho_peer']:.3f} | "
-                     f"{c['diff']:.3f} | {'yes' if c['pass'] else 'NO'} | {c['rho_ours_vs_peer_scores']:.3f} |")
-    lines += ["", (f"- params: {nl['params']['exact']}/{nl['archs']} exactly equal "
-                  f"({'pass' if nl['params']['pass'] else 'FAIL: ' + str(nl['params']['mismatch'][:20])})."),
-              (f"- flops: largest relative difference {100 * nl['flops']['max_rel_diff']:.4f}%, median "
-              f"{100 * nl['flops']['median_rel_diff']:.4f}% (tolerance 2%; {'pass' if nl['flops']['pass'] else 'FAIL'}). "
-              "Convention: one per multiply-accumulate of conv/linear, bias adds, k^2 per pooling output, "
-              "3 per BatchNorm output (see `gradsign_pl/proxies/size.py`)."),
-              "", "## Zen-score and NASWOT v1 against full-space peer files", "",
-              "| proxy | peer file (accuracy) | archs | rho (ours) | rho (peer) | abs diff | pass | rho(ours, peer scores) |",
-              "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+        lines.append(
+            f"| {c['proxy']} | {c['peer_column']} | {c['rho_ours']:.3f} | {c['rho_peer']:.3f} | "
+            f"{c['diff']:.3f} | {'yes' if c['pass'] else 'NO'} | {c['rho_ours_vs_peer_scores']:.3f} |"
+        )
+    lines += [
+        "",
+        (
+            f"- params: {nl['params']['exact']}/{nl['archs']} exactly equal "
+            f"({'pass' if nl['params']['pass'] else 'FAIL: ' + str(nl['params']['mismatch'][:20])})."
+        ),
+        (
+            f"- flops: largest relative difference {100 * nl['flops']['max_rel_diff']:.4f}%, median "
+            f"{100 * nl['flops']['median_rel_diff']:.4f}% (tolerance 2%; {'pass' if nl['flops']['pass'] else 'FAIL'}). "
+            "Convention: one per multiply-accumulate of conv/linear, bias adds, k^2 per pooling output, "
+            "3 per BatchNorm output (see `gradsign_pl/proxies/size.py`)."
+        ),
+        "",
+        "## Zen-score and NASWOT v1 against full-space peer files",
+        "",
+        "| proxy | peer file (accuracy) | archs | rho (ours) | rho (peer) | abs diff | pass | rho(ours, peer scores) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
     for c in report["sample"]:
-        lines.append(f"| {c['proxy']} | {c['source']} | {c['n']} | {c['rho_ours']:.3f} | {c['rho_peer']:.3f} | "
-                     f"{c['diff']:.3f} | {'yes' if c['pass'] else 'NO'} | {c['rho_ours_vs_peer_scores']:.3f} |")
+        lines.append(
+            f"| {c['proxy']} | {c['source']} | {c['n']} | {c['rho_ours']:.3f} | {c['rho_peer']:.3f} | "
+            f"{c['diff']:.3f} | {'yes' if c['pass'] else 'NO'} | {c['rho_ours_vs_peer_scores']:.3f} |"
+        )
     pt = report["params_table"]
-    lines += ["", "## Builder parameter counts vs `params_m_cifar10`", "",
-              (f"{pt['agree']}/{pt['archs']} archs agree ({100 * pt['fraction']:.2f}%; target >= 98%). "
-              f"Disagreements ({len(pt['mismatch'])}; the column has known shifted rows):"), ""]
+    lines += [
+        "",
+        "## Builder parameter counts vs `params_m_cifar10`",
+        "",
+        (
+            f"{pt['agree']}/{pt['archs']} archs agree ({100 * pt['fraction']:.2f}%; target >= 98%). "
+            f"Disagreements ({len(pt['mismatch'])}; the column has known shifted rows):"
+        ),
+        "",
+    ]
     shown = pt["mismatch"][:60]
-    lines += [", ".join(f"{m['index']} ({m['ours_m']:.6f} vs {m['table_m']:.6f})" for m in shown)
-              + (" ..." if len(pt["mismatch"]) > len(shown) else "") + " (all in the JSON)", ""]
+    lines += [
+        ", ".join(f"{m['index']} ({m['ours_m']:.6f} vs {m['table_m']:.6f})" for m in shown)
+        + (" ..." if len(pt["mismatch"]) > len(shown) else "")
+        + " (all in the JSON)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -160,11 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="data directory (default $GRADSIGN_DATA or ../shared/data)")
     parser.add_argument("--zen-archs", type=int, default=1000, help="archs of the seed-42 sample for zen/jacov")
     parser.add_argument("--cache", default=str(ROOT / "runs" / "conformance"), help="score cache directory")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nb201_conformance"),
-                        help="output path without suffix (.md and .json are written)")
-    parser.add_argument("--sample-cache", default=str(ROOT / "runs" / "correlate" / "nb201-cifar10-b64-s42"),
-                        help="cache of the CIFAR-10 correlation run (`gradsign-bench correlate` default), reused for "
-                             "zen/jacov")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "benchmarks" / "results" / "nb201_conformance"),
+        help="output path without suffix (.md and .json are written)",
+    )
+    parser.add_argument(
+        "--sample-cache",
+        default=str(ROOT / "runs" / "correlate" / "nb201-cifar10-b64-s42"),
+        help="cache of the CIFAR-10 correlation run (`gradsign-bench correlate` default), reused for zen/jacov",
+    )
     parser.add_argument("--parts", default="naslib,sample,params", help="comma-separated subset of the checks")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
@@ -190,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     out.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
-    ok = all(c["pass"] for c in report["naslib"]["rho"] + report["sample"]) and report["naslib"]["params"]["pass"] \
-        and report["naslib"]["flops"]["pass"] and report["params_table"]["pass"]
+    ok = (
+        all(c["pass"] for c in report["naslib"]["rho"] + report["sample"])
+        and report["naslib"]["params"]["pass"]
+        and report["naslib"]["flops"]["pass"]
+        and report["params_table"]["pass"]
+    )
     print("ALL CHECKS PASS" if ok else "SOME CHECKS FAIL", file=sys.stderr)
     return 0 if ok else 1
 

@@ -34,16 +34,21 @@ import torch
 from gradsign_pl import score
 from gradsign_pl.data.batches import load_batch
 from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
-from gradsign_pl.spaces import create_space
 from gradsign_pl.scoring.agreement import rank_agreement
+from gradsign_pl.spaces import create_space
 from gradsign_pl.studies.correlation import DEFAULT_PROXIES, PAPER_TABLE_5_2, run_correlation
 from gradsign_pl.studies.report import DATASET_TITLES, set_score_scale, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("cifar10", "cifar100", "imagenet16")
-FIXED_ENSEMBLES = ("log_rank:gradsign+synflow", "log_rank:gradsign+naswot", "log_rank:gradsign+jacov",
-                   "log_rank:gradsign+synflow+naswot", "mean_rank:gradsign+synflow+naswot",
-                   "log_rank:gradsign+synflow+naswot+jacov")
+FIXED_ENSEMBLES = (
+    "log_rank:gradsign+synflow",
+    "log_rank:gradsign+naswot",
+    "log_rank:gradsign+jacov",
+    "log_rank:gradsign+synflow+naswot",
+    "mean_rank:gradsign+synflow+naswot",
+    "log_rank:gradsign+synflow+naswot+jacov",
+)
 PAPER_COLUMNS = ("zen", "grad_norm", "snip", "grasp", "fisher", "synflow", "naswot", "gradsign")
 
 
@@ -57,7 +62,7 @@ def search_ensembles(scores: dict[str, np.ndarray], accuracy: np.ndarray, sizes=
     for k in sizes:
         for parts in itertools.combinations(sorted(scores), k):
             for method in METHODS:
-                rho, tau, n = rank_agreement(rank_ensemble({p: scores[p] for p in parts}, method), accuracy)
+                rho, tau, _ = rank_agreement(rank_ensemble({p: scores[p] for p in parts}, method), accuracy)
                 found.append((rho, tau, method, parts))
     found.sort(key=lambda t: -t[0])
     return found
@@ -94,11 +99,14 @@ def scatter_grid(study, extra: dict[str, np.ndarray], path: Path) -> None:
         set_score_scale(ax, x[keep])
         ax.set_title(f"{name}  rho={fmt(rho)}", fontsize=8)
         ax.tick_params(labelsize=6)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     fig.supylabel(f"{DATASET_TITLES[study.dataset]} test accuracy (%)", fontsize=9)
-    fig.suptitle(f"NAS-Bench-201 / {DATASET_TITLES[study.dataset]}: proxy score (x) vs test accuracy, "
-                 f"{len(study.indices)} archs", fontsize=10)
+    fig.suptitle(
+        f"NAS-Bench-201 / {DATASET_TITLES[study.dataset]}: proxy score (x) vs test accuracy, "
+        f"{len(study.indices)} archs",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -115,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    n = {"cifar10": 40, "cifar100": 20, "imagenet16": 20} if args.quick else \
-        {"cifar10": args.n_cifar10, "cifar100": args.n_others, "imagenet16": args.n_others}
+    n = (
+        {"cifar10": 40, "cifar100": 20, "imagenet16": 20}
+        if args.quick
+        else {"cifar10": args.n_cifar10, "cifar100": args.n_others, "imagenet16": args.n_others}
+    )
     cache_root = ROOT / "runs" / "correlate"  # shared by --quick: same settings, so the same scores
     docs = ROOT / "runs" / "correlate-quick" if args.quick else ROOT / "docs" / "results"
     (docs / "nb201").mkdir(parents=True, exist_ok=True)
@@ -125,14 +136,21 @@ def main(argv: list[str] | None = None) -> int:
     studies = {}
     for ds in DATASETS:
         cache = cache_root / f"nb201-{ds}-b64-s42"
-        studies[ds] = run_correlation(space, ds, proxies=DEFAULT_PROXIES, n_archs=n[ds], ensembles=FIXED_ENSEMBLES,
-                                      out=cache, data_dir=args.data_dir)
+        studies[ds] = run_correlation(
+            space,
+            ds,
+            proxies=DEFAULT_PROXIES,
+            n_archs=n[ds],
+            ensembles=FIXED_ENSEMBLES,
+            out=cache,
+            data_dir=args.data_dir,
+        )
         write_study(studies[ds], docs / "nb201" / ds if args.quick else cache)
 
     c10 = studies["cifar10"]
     singles = {p: c10.scores[p] for p in DEFAULT_PROXIES}
     searched = search_ensembles(singles, c10.accuracy)
-    best_rho, best_tau, best_method, best_parts = searched[0]
+    _, _, best_method, best_parts = searched[0]
     best_name = f"{best_method}:{'+'.join(best_parts)}"
     best_by_dataset = {}
     for ds, st in studies.items():
@@ -145,15 +163,26 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "command": "python benchmarks/nb201_correlation.py" + (" --quick" if args.quick else ""),
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
-        "datasets": {ds: {"n_archs": len(st.indices),
-                          "correlations": [{k: v for k, v in vars(c).items()} for c in st.correlations],
-                          "failures": len(st.failures)} for ds, st in studies.items()},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "datasets": {
+            ds: {
+                "n_archs": len(st.indices),
+                "correlations": [{k: v for k, v in vars(c).items()} for c in st.correlations],
+                "failures": len(st.failures),
+            }
+            for ds, st in studies.items()
+        },
         "searched_ensembles_top10_cifar10": [
-            {"method": m, "proxies": list(p), "spearman": r, "kendall": t} for r, t, m, p in searched[:10]],
-        "best_ensemble": {"name": best_name, **{ds: {"spearman": v[0], "kendall": v[1], "n": v[2]}
-                                                for ds, v in best_by_dataset.items()}},
+            {"method": m, "proxies": list(p), "spearman": r, "kendall": t} for r, t, m, p in searched[:10]
+        ],
+        "best_ensemble": {
+            "name": best_name,
+            **{ds: {"spearman": v[0], "kendall": v[1], "n": v[2]} for ds, v in best_by_dataset.items()},
+        },
         "seconds_per_arch": seconds,
         "timing_archs": timing_archs,
     }
@@ -189,52 +218,82 @@ def markdown(report, studies, searched, best_name, best_by_dataset, seconds, arg
         cells = [f"{fmt(c[ds][p].spearman)} ({fmt(PAPER_TABLE_5_2[ds].get(p))})" for p in PAPER_COLUMNS]
         cells += [fmt(c[ds][p].spearman) for p in ("params", "flops", "jacov")]
         lines.append(f"| {DATASET_TITLES[ds]} | {len(st.indices)} | " + " | ".join(cells) + " |")
-    lines += ["", "`naswot` is NASWOT v2 (ReLU-code kernel log-determinant), `jacov` NASWOT v1 (Jacobian "
-              "covariance); the paper does not say which its NASWOT column is. `zen` agrees with NASLib's published "
-              "Zen-scores (rank agreement 0.999 on the CIFAR-10 sample, see the conformance page); the paper's "
-              "near-zero Zen column does not match either.", "",
-              "## Kendall tau", "",
-              "| dataset | " + " | ".join(DEFAULT_PROXIES) + " |",
-              "| --- | " + " | ".join(["---:"] * len(DEFAULT_PROXIES)) + " |"]
+    lines += [
+        "",
+        "`naswot` is NASWOT v2 (ReLU-code kernel log-determinant), `jacov` NASWOT v1 (Jacobian "
+        "covariance); the paper does not say which its NASWOT column is. `zen` agrees with NASLib's published "
+        "Zen-scores (rank agreement 0.999 on the CIFAR-10 sample, see the conformance page); the paper's "
+        "near-zero Zen column does not match either.",
+        "",
+        "## Kendall tau",
+        "",
+        "| dataset | " + " | ".join(DEFAULT_PROXIES) + " |",
+        "| --- | " + " | ".join(["---:"] * len(DEFAULT_PROXIES)) + " |",
+    ]
     for ds in studies:
         lines.append(f"| {DATASET_TITLES[ds]} | " + " | ".join(fmt(c[ds][p].kendall) for p in DEFAULT_PROXIES) + " |")
-    failed = {ds: [(x.name, x.n_failed) for x in st.correlations if x.n_failed and not x.name.startswith("ens")]
-              for ds, st in studies.items()}
-    lines += ["", "Archs a proxy could not score (`nan`, e.g. an all-zero Jacobian on a network whose cell "
-              "disconnects input from output) are left out of that proxy's correlation: " +
-              "; ".join(f"{DATASET_TITLES[ds]}: " + (", ".join(f"{p} {k}" for p, k in v) or "none")
-                        for ds, v in failed.items()) + ".", "",
-              "## Rank ensembles", "",
-              "Fixed combinations listed in the script (gradsign+jacov was added after a first look at 65 CIFAR-10 "
-              "archs, so its CIFAR-10 figure is not independent of that look), Spearman rho:", "",
-              "| ensemble | " + " | ".join(DATASET_TITLES[ds] for ds in studies) + " |",
-              "| --- | ---: | ---: | ---: |"]
+    failed = {
+        ds: [(x.name, x.n_failed) for x in st.correlations if x.n_failed and not x.name.startswith("ens")]
+        for ds, st in studies.items()
+    }
+    lines += [
+        "",
+        "Archs a proxy could not score (`nan`, e.g. an all-zero Jacobian on a network whose cell "
+        "disconnects input from output) are left out of that proxy's correlation: "
+        + "; ".join(
+            f"{DATASET_TITLES[ds]}: " + (", ".join(f"{p} {k}" for p, k in v) or "none") for ds, v in failed.items()
+        )
+        + ".",
+        "",
+        "## Rank ensembles",
+        "",
+        "Fixed combinations listed in the script (gradsign+jacov was added after a first look at 65 CIFAR-10 "
+        "archs, so its CIFAR-10 figure is not independent of that look), Spearman rho:",
+        "",
+        "| ensemble | " + " | ".join(DATASET_TITLES[ds] for ds in studies) + " |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for name in FIXED_ENSEMBLES:
         key = f"ensemble:{name}"
         lines.append(f"| {name} | " + " | ".join(fmt(c[ds][key].spearman) for ds in studies) + " |")
-    lines += ["", f"Searched: every 2-4 subset of the {len(DEFAULT_PROXIES)} proxies x {{log_rank, mean_rank}} "
-              f"({len(searched)} ensembles) on CIFAR-10. Best: **{best_name}**, rho = "
-              f"{fmt(best_by_dataset['cifar10'][0])} on CIFAR-10 (where it was selected, so optimistic), "
-              f"{fmt(best_by_dataset['cifar100'][0])} on CIFAR-100 and {fmt(best_by_dataset['imagenet16'][0])} on "
-              "ImageNet16-120 (not selected there). Top 10 on CIFAR-10:", "",
-              "| method | proxies | rho | tau |", "| --- | --- | ---: | ---: |"]
+    lines += [
+        "",
+        f"Searched: every 2-4 subset of the {len(DEFAULT_PROXIES)} proxies x {{log_rank, mean_rank}} "
+        f"({len(searched)} ensembles) on CIFAR-10. Best: **{best_name}**, rho = "
+        f"{fmt(best_by_dataset['cifar10'][0])} on CIFAR-10 (where it was selected, so optimistic), "
+        f"{fmt(best_by_dataset['cifar100'][0])} on CIFAR-100 and {fmt(best_by_dataset['imagenet16'][0])} on "
+        "ImageNet16-120 (not selected there). Top 10 on CIFAR-10:",
+        "",
+        "| method | proxies | rho | tau |",
+        "| --- | --- | ---: | ---: |",
+    ]
     for r, t, m, p in searched[:10]:
         lines.append(f"| {m} | {' + '.join(p)} | {fmt(r)} | {fmt(t)} |")
-    lines += ["", "## Cost: archs scored per minute on this CPU", "",
-              f"Each proxy timed alone on {len(report['timing_archs'])} archs of the sample (CIFAR-10, batch 64, "
-              f"{report['machine']['torch_threads']} torch threads, {report['machine']['cpu']}, torch "
-              f"{report['machine']['torch']}), network construction excluded.", "",
-              "| proxy | seconds / arch | archs / minute |", "| --- | ---: | ---: |"]
+    lines += [
+        "",
+        "## Cost: archs scored per minute on this CPU",
+        "",
+        f"Each proxy timed alone on {len(report['timing_archs'])} archs of the sample (CIFAR-10, batch 64, "
+        f"{report['machine']['torch_threads']} torch threads, {report['machine']['cpu']}, torch "
+        f"{report['machine']['torch']}), network construction excluded.",
+        "",
+        "| proxy | seconds / arch | archs / minute |",
+        "| --- | ---: | ---: |",
+    ]
     for p, s in seconds.items():
         lines.append(f"| {p} | {s:.3f} | {60 / s:.1f} |")
     lines += ["", "## Plots", ""]
     for ds in studies:
         lines.append(f"![{DATASET_TITLES[ds]}](nb201/scatter_{ds}.png)")
         lines.append("")
-    lines += ["Per-proxy PNGs, `scores.csv` (every arch's scores) and `summary.json` are written next to the cache "
-              "in `runs/correlate/nb201-<dataset>-b64-s42/`.", "",
-              "Peer conformance of these implementations: [nb201_conformance.md](../../benchmarks/results/"
-              "nb201_conformance.md).", ""]
+    lines += [
+        "Per-proxy PNGs, `scores.csv` (every arch's scores) and `summary.json` are written next to the cache "
+        "in `runs/correlate/nb201-<dataset>-b64-s42/`.",
+        "",
+        "Peer conformance of these implementations: [nb201_conformance.md](../../benchmarks/results/"
+        "nb201_conformance.md).",
+        "",
+    ]
     return "\n".join(lines)
 
 

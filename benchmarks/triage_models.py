@@ -34,8 +34,13 @@ MODELS: dict[str, tuple[str, Any]] = {
     "densenet121": ("densenet", "torchvision:densenet121"),
     "convnext_atto": ("convnext", "timm:convnext_atto"),
     "vit_tiny_p4": ("vit", {"model": "timm:vit_tiny_patch16_224", "kwargs": {"img_size": 32, "patch_size": 4}}),
-    "mixer_tiny_p4": ("mixer", {"class_path": "timm.models.mlp_mixer.MlpMixer",
-                                "init_args": {"img_size": 32, "patch_size": 4, "num_blocks": 8, "embed_dim": 192}}),
+    "mixer_tiny_p4": (
+        "mixer",
+        {
+            "class_path": "timm.models.mlp_mixer.MlpMixer",
+            "init_args": {"img_size": 32, "patch_size": 4, "num_blocks": 8, "embed_dim": 192},
+        },
+    ),
     "poolformer_s12": ("metaformer", "timm:poolformer_s12"),
     "lcnet_050": ("lcnet", "timm:lcnet_050"),
     "repvgg_a0": ("repvgg", "timm:repvgg_a0"),
@@ -45,15 +50,27 @@ MODELS: dict[str, tuple[str, Any]] = {
 QUICK_MODELS = ("resnet10t", "shufflenet_v2_x0_5", "squeezenet1_1", "lcnet_050")
 
 #: the schedule every model gets (``--quick`` shrinks epochs and train_size)
-SCHEDULE = {"epochs": 2, "train_size": 8000, "test_size": 2000, "val_size": 1000, "batch_size": 64,
-            "lr": 2e-3, "weight_decay": 5e-4}
+SCHEDULE = {
+    "epochs": 2,
+    "train_size": 8000,
+    "test_size": 2000,
+    "val_size": 1000,
+    "batch_size": 64,
+    "lr": 2e-3,
+    "weight_decay": 5e-4,
+}
 
 
 def datamodule(data_dir: str | None, schedule: dict[str, Any]):
     from gradsign_pl.data.datamodules import CIFAR10DataModule
 
-    return CIFAR10DataModule(data_dir, batch_size=schedule["batch_size"], val_size=schedule["val_size"],
-                             train_size=schedule["train_size"], test_size=schedule["test_size"])
+    return CIFAR10DataModule(
+        data_dir,
+        batch_size=schedule["batch_size"],
+        val_size=schedule["val_size"],
+        train_size=schedule["train_size"],
+        test_size=schedule["test_size"],
+    )
 
 
 def train_one(name: str, spec: Any, dm: Any, schedule: dict[str, Any], seed: int, workdir: Path) -> dict[str, Any]:
@@ -67,9 +84,16 @@ def train_one(name: str, spec: Any, dm: Any, schedule: dict[str, Any], seed: int
     t0 = time.perf_counter()
     net = candidate(spec, name=name).build(num_classes=10, in_chans=3, input_size=(32, 32))
     module = ClassificationModule(net, 10, lr=schedule["lr"], weight_decay=schedule["weight_decay"])
-    trainer = pl.Trainer(max_epochs=schedule["epochs"], accelerator="auto", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(workdir))
+    trainer = pl.Trainer(
+        max_epochs=schedule["epochs"],
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(workdir),
+    )
     trainer.fit(module, datamodule=dm)
     test = trainer.test(module, datamodule=dm, verbose=False)[0]
     return {"name": name, "seed": seed, "test_acc": float(test["test/acc"]), "seconds": time.perf_counter() - t0}
@@ -82,8 +106,9 @@ def read_trained(log: Path) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["name"], int(r.get("seed", 0))): r for r in iter_jsonl(log, ("name",))}
 
 
-def trained_accuracies(models: dict[str, tuple[str, Any]], seeds: list[int], dm: Any, schedule: dict[str, Any],
-                       log: Path, workdir: Path) -> dict[tuple[str, int], dict[str, Any]]:
+def trained_accuracies(
+    models: dict[str, tuple[str, Any]], seeds: list[int], dm: Any, schedule: dict[str, Any], log: Path, workdir: Path
+) -> dict[tuple[str, int], dict[str, Any]]:
     """Train every missing ``(model, seed)`` (seed-major order), appending each record to ``log``."""
     from gradsign_pl.scoring.cache import append_jsonl
 
@@ -92,11 +117,13 @@ def trained_accuracies(models: dict[str, tuple[str, Any]], seeds: list[int], dm:
         for name, (_, spec) in models.items():
             if (name, seed) in done:
                 continue
-            print(f"training {name} seed {seed} ({schedule['epochs']} epochs, {schedule['train_size']} images)",
-                  flush=True)
+            print(
+                f"training {name} seed {seed} ({schedule['epochs']} epochs, {schedule['train_size']} images)",
+                flush=True,
+            )
             try:
                 rec = train_one(name, spec, dm, schedule, seed, workdir)
-            except Exception as exc:  # noqa: BLE001 - reported, the others go on
+            except Exception as exc:
                 rec = {"name": name, "seed": seed, "test_acc": None, "error": f"{type(exc).__name__}: {exc}"}
             print(f"  -> {rec.get('test_acc')} in {rec.get('seconds', 0):.0f} s", flush=True)
             done[(name, seed)] = rec
@@ -110,5 +137,11 @@ if __name__ == "__main__":  # python benchmarks/triage_models.py SEED [SEED ...]
     root = Path(__file__).resolve().parents[1] / "runs" / "triage_cifar10"
     root.mkdir(parents=True, exist_ok=True)
     dm = datamodule(None, SCHEDULE)
-    trained_accuracies(MODELS, [int(s) for s in sys.argv[1:]] or [0], dm, SCHEDULE,
-                       root / f"trained_e{SCHEDULE['epochs']}_n{SCHEDULE['train_size']}.jsonl", root / "train")
+    trained_accuracies(
+        MODELS,
+        [int(s) for s in sys.argv[1:]] or [0],
+        dm,
+        SCHEDULE,
+        root / f"trained_e{SCHEDULE['epochs']}_n{SCHEDULE['train_size']}.jsonl",
+        root / "train",
+    )

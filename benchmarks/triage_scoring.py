@@ -91,8 +91,12 @@ def _jobs(models: dict[str, tuple[str, Any]]) -> Iterator[tuple[int, str, str, i
             yield 4, name, init, 0, 0, 64, ("gradsign",)
 
 
-def score_grid(models: dict[str, tuple[str, Any]], batches: list[tuple[torch.Tensor, torch.Tensor]],
-               cache_dir: Path, passes: tuple[int, ...] = (1, 2, 3, 4)) -> ScoreCache:
+def score_grid(
+    models: dict[str, tuple[str, Any]],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    cache_dir: Path,
+    passes: tuple[int, ...] = (1, 2, 3, 4),
+) -> ScoreCache:
     """Fill the cache with every missing score of ``passes`` (see the module docstring); returns the cache."""
     meta = {"batches": [batch_fingerprint(x, y) for x, y in batches], "num_classes": 10, "loss_fn": "cross_entropy"}
     store = ScoreCache(cache_dir, meta)
@@ -104,8 +108,12 @@ def score_grid(models: dict[str, tuple[str, Any]], batches: list[tuple[torch.Ten
     todo = [j for j in _jobs(models) if j[0] in passes]
     for i, (_, name, init, seed, b, res, proxies) in enumerate(todo):
         spec = models[name][1]
-        wanted = [(p, bn) for p in proxies for bn in (BN_OPTIONS if p == "gradsign" else ("-",))
-                  if (name, key(p, init, bn, seed, b, res)) not in store]
+        wanted = [
+            (p, bn)
+            for p in proxies
+            for bn in (BN_OPTIONS if p == "gradsign" else ("-",))
+            if (name, key(p, init, bn, seed, b, res)) not in store
+        ]
         if not wanted:
             continue
         t0 = time.perf_counter()
@@ -116,8 +124,12 @@ def score_grid(models: dict[str, tuple[str, Any]], batches: list[tuple[torch.Ten
             options = {"bn_policy": bn} if p == "gradsign" else {}
             auto = store.get(name, key(p, init, "auto", seed, b, res)) if bn == "batch" else None
             if auto is not None and auto.get("bn_used") in ("batch", "none"):  # auto already ran this policy
-                store.add(name, key(p, init, bn, seed, b, res), math.nan if auto["score"] is None else auto["score"],
-                          **{k: v for k, v in auto.items() if k not in ("candidate", "proxy", "score")})
+                store.add(
+                    name,
+                    key(p, init, bn, seed, b, res),
+                    math.nan if auto["score"] is None else auto["score"],
+                    **{k: v for k, v in auto.items() if k not in ("candidate", "proxy", "score")},
+                )
                 continue
             t1 = time.perf_counter()
             policy = ScoringPolicy("grid", init=init, proxy_options={p: options} if options else {})
@@ -127,8 +139,11 @@ def score_grid(models: dict[str, tuple[str, Any]], batches: list[tuple[torch.Ten
             if p == "gradsign" and r.is_finite:
                 extra.update(n_params=r.n_params, n_active_params=r.n_active_params, bn_used=r.bn_policy)
             store.add(name, key(p, init, bn, seed, b, res), r.score, **extra)
-        print(f"[{i + 1}/{len(todo)}] {name} {init} s{seed} b{b} r{res}: {len(wanted)} scores in "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"[{i + 1}/{len(todo)}] {name} {init} s{seed} b{b} r{res}: {len(wanted)} scores in "
+            f"{time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
     return store
 
 
@@ -141,5 +156,6 @@ if __name__ == "__main__":  # python benchmarks/triage_scoring.py [PASS ...]: sc
     torch.set_num_threads(1)
     root = Path(__file__).resolve().parents[1] / "runs" / "triage_cifar10"
     dm = datamodule(None, SCHEDULE)
-    score_grid(MODELS, scoring_batches(dm, 3), root / "policy_scores",
-               tuple(int(p) for p in sys.argv[1:]) or (1, 2, 3, 4))
+    score_grid(
+        MODELS, scoring_batches(dm, 3), root / "policy_scores", tuple(int(p) for p in sys.argv[1:]) or (1, 2, 3, 4)
+    )

@@ -5,7 +5,7 @@ Public API::
     from gradsign_pl import gradsign, score, list_proxies, rank, GradSignCallback
     result = gradsign(model, images, labels)      # GradSignResult, result.score: higher = better
     ranking = rank(["timm:resnet18", "torchvision:mobilenet_v3_small"], (images, labels), num_classes=10)
-    ranking = rank(candidates, datamodule, policy=ScoringPolicy("mine", init="norm_ones"))   # see gradsign_pl.scoring.policy
+    ranking = rank(candidates, datamodule, policy=ScoringPolicy("mine", init="norm_ones"))  # scoring.policy
     trainer = Trainer(callbacks=[GradSignCallback()])
     result = evolution_search(create_space("zen"), fitness, EvolutionSettings(max_params=1e6))   # MasterNet search
 """
@@ -13,7 +13,6 @@ Public API::
 from gradsign_pl.callbacks import GradSignCallback
 from gradsign_pl.candidates import Candidate, build_model, candidate, list_candidates
 from gradsign_pl.modules import DistillationModule, load_teacher
-from gradsign_pl.scoring.policy import CELL_SPACE_POLICY, REAL_MODEL_POLICY, ScoringPolicy
 from gradsign_pl.proxies import (
     GradSignResult,
     ProxyResult,
@@ -24,6 +23,7 @@ from gradsign_pl.proxies import (
     score,
 )
 from gradsign_pl.proxies.ensemble import rank_ensemble
+from gradsign_pl.scoring.policy import CELL_SPACE_POLICY, REAL_MODEL_POLICY, ScoringPolicy
 from gradsign_pl.search import EvolutionSettings, evolution_search, proxy_fitness
 from gradsign_pl.spaces import create_space, list_spaces, register_space
 from gradsign_pl.triage import Ranking, rank

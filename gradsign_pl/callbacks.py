@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -31,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from gradsign_pl.proxies import check_options, get_proxy
 from gradsign_pl.rng import seeded
-from gradsign_pl.scoring.batch import INPUT_KEYS, TARGET_KEYS, BatchTransform, unpack_batch
+from gradsign_pl.scoring.batch import BatchTransform, unpack_batch
 from gradsign_pl.scoring.core import score_model
 from gradsign_pl.scoring.policy import ScoringPolicy, is_cell_space_model, resolve_policy
 
@@ -253,7 +252,7 @@ class GradSignCallback(Callback):
         if trainer.is_global_zero:
             try:
                 payload = {"results": self._compute(trainer, pl_module)}
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after the other ranks were told
+            except Exception as exc:
                 error = exc
                 payload = {"error": f"{type(exc).__name__}: {exc}"}
         payload = trainer.strategy.broadcast(payload, src=0)
@@ -271,8 +270,16 @@ class GradSignCallback(Callback):
         inputs, targets = self._scoring_batch(trainer, pl_module)
         policy = resolve_policy(self.policy, cell_space_only=is_cell_space_model(pl_module))
         with torch.enable_grad(), _detached_from_trainer(pl_module):
-            scored = score_model(_ScoredModel(pl_module, self.forward), inputs, targets, self.proxies, policy=policy,
-                                 seed=0, loss_fn=self.loss_fn, options=self.options)
+            scored = score_model(
+                _ScoredModel(pl_module, self.forward),
+                inputs,
+                targets,
+                self.proxies,
+                policy=policy,
+                seed=0,
+                loss_fn=self.loss_fn,
+                options=self.options,
+            )
         if scored.error is not None:
             rank_zero_warn(f"{type(self).__name__}: {scored.error}; every score is nan and the fit goes on")
         results: dict[str, dict[str, Any]] = {}

@@ -180,7 +180,8 @@ def _parse_timm(name: str, spec: str) -> None:
     if ":" in name:
         raise ValueError(
             f"candidate {spec!r}: timm hub / local-dir model names (hf-hub:, local-dir:) load a config or weights "
-            f"from outside and are not supported; use a registered name (timm.list_models()), a class_path or a callable"
+            "from outside and are not supported; use a registered name (timm.list_models()), a class_path "
+            "or a callable"
         )
     close = _suggest(name, list(_timm_names()))
     hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
@@ -318,8 +319,9 @@ def _import_path(path: str, where: str) -> Any:
     except AttributeError as exc:
         raise _unresolved_attribute(parts, where, exc) from None
     except Exception as exc:
-        raise ValueError(f"{where}: importing {_failing_module(parts, exc)!r} failed: {type(exc).__name__}: {exc}"
-                         ) from exc
+        raise ValueError(
+            f"{where}: importing {_failing_module(parts, exc)!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _failing_module(parts: list[str], exc: BaseException) -> str:
@@ -647,7 +649,8 @@ class Candidate:
 
     @property
     def kind(self) -> str:
-        """Where the candidate comes from: ``timm``, ``torchvision``, ``nb201``, ``zen``, ``class_path``, ``callable``."""
+        """Where the candidate comes from: ``timm``, ``torchvision``, ``nb201``, ``zen``, ``class_path`` or
+        ``callable``."""
         return _parse(self.spec).kind
 
     @property

@@ -64,13 +64,17 @@ class Curve:
 
     def to_dict(self, digits: int = 6) -> dict[str, Any]:
         """Plain JSON (losses rounded to ``digits`` significant digits; ``nan`` as ``None``)."""
-        return {"train_loss": [_round(v, digits) for v in self.train_loss],
-                "evals": [{k: _round(v, digits) if k != "step" else int(v) for k, v in e.items()} for e in self.evals]}
+        return {
+            "train_loss": [_round(v, digits) for v in self.train_loss],
+            "evals": [{k: _round(v, digits) if k != "step" else int(v) for k, v in e.items()} for e in self.evals],
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Curve:
-        return cls([math.nan if v is None else float(v) for v in data.get("train_loss", [])],
-                   [{k: (math.nan if v is None else v) for k, v in e.items()} for e in data.get("evals", [])])
+        return cls(
+            [math.nan if v is None else float(v) for v in data.get("train_loss", [])],
+            [{k: (math.nan if v is None else v) for k, v in e.items()} for e in data.get("evals", [])],
+        )
 
 
 def _round(v: float, digits: int) -> float | None:
@@ -146,13 +150,15 @@ def last_loss(curve: Curve) -> float:
     """Minus the mean training loss over the last 10% of the batches so far (at least the last 5)."""
     n = curve.steps
     k = min(n, max(LAST_MIN, round(LAST_FRACTION * n)))
-    return _neg(_finite_mean(curve.train_loss[n - k:])) if n else -math.inf
+    return _neg(_finite_mean(curve.train_loss[n - k :])) if n else -math.inf
 
 
 def _latest_eval(curve: Curve, key: str) -> float:
     if not curve.evals:
-        raise ValueError(f"signal needs a validation evaluation but the curve has none; evaluate at the rung's "
-                         f"last step (FidelityRecorder(eval_steps=...)) to use {key}")
+        raise ValueError(
+            f"signal needs a validation evaluation but the curve has none; evaluate at the rung's "
+            f"last step (FidelityRecorder(eval_steps=...)) to use {key}"
+        )
     value = float(curve.evals[-1][key])
     return value if math.isfinite(value) else math.nan
 
@@ -216,9 +222,15 @@ class FidelityRecorder(Callback):
         seconds: training wall-clock seconds recorded (batches only, evaluations excluded); eval_seconds: evaluations.
     """
 
-    def __init__(self, eval_steps: Iterable[int] = (), *, stop_at: int | None = None,
-                 checkpoint: str | Path | None = None, evaluate: EvaluateFn | None = None,
-                 signal: str | None = None) -> None:
+    def __init__(
+        self,
+        eval_steps: Iterable[int] = (),
+        *,
+        stop_at: int | None = None,
+        checkpoint: str | Path | None = None,
+        evaluate: EvaluateFn | None = None,
+        signal: str | None = None,
+    ) -> None:
         steps = sorted({int(s) for s in eval_steps})
         if any(s < 1 for s in steps):
             raise ValueError(f"eval_steps are optimiser steps >= 1, got {steps[:5]}")
@@ -253,8 +265,9 @@ class FidelityRecorder(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         self._t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._t0 is not None:
             self.seconds += time.perf_counter() - self._t0
         self.curve.train_loss.append(_loss_value(outputs))
@@ -282,8 +295,10 @@ class FidelityRecorder(Callback):
 def _loss_value(outputs: Any) -> float:
     loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
     if not isinstance(loss, Tensor):
-        raise TypeError("FidelityRecorder needs training_step to return the loss (a tensor, or a dict with 'loss'); "
-                        f"got {type(loss).__name__}")
+        raise TypeError(
+            "FidelityRecorder needs training_step to return the loss (a tensor, or a dict with 'loss'); "
+            f"got {type(loss).__name__}"
+        )
     value = float(loss.detach())
     return value if math.isfinite(value) else math.nan
 
@@ -294,6 +309,8 @@ def _val_batches(trainer: Trainer) -> Iterable[Any]:
         return dm.val_dataloader()
     loaders = trainer.val_dataloaders
     if loaders is None:
-        raise ValueError("FidelityRecorder evaluates on the validation data: pass a datamodule with "
-                         "val_dataloader() or val_dataloaders to trainer.fit")
+        raise ValueError(
+            "FidelityRecorder evaluates on the validation data: pass a datamodule with "
+            "val_dataloader() or val_dataloaders to trainer.fit"
+        )
     return loaders

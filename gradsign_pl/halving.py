@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gradsign_pl.candidates import Candidate, candidate
+from gradsign_pl.candidates import candidate
 from gradsign_pl.fidelity import NEEDS_EVAL, Curve, FidelityRecorder, get_signal
 from gradsign_pl.scoring.cache import append_jsonl, iter_jsonl, settings_hash
 from gradsign_pl.training import TrainingRecipe, run_identity, train_candidate
@@ -75,13 +75,27 @@ class RungPlan:
         return self.cost / (self.counts[0] * self.full_steps) if self.counts else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": list(self.steps), "counts": list(self.counts), "final": self.final,
-                "full_steps": self.full_steps, "eta": self.eta, "cost_steps": self.cost,
-                "cost_fraction": self.fraction()}
+        return {
+            "steps": list(self.steps),
+            "counts": list(self.counts),
+            "final": self.final,
+            "full_steps": self.full_steps,
+            "eta": self.eta,
+            "cost_steps": self.cost,
+            "cost_fraction": self.fraction(),
+        }
 
 
-def plan_rungs(candidates: int, full_steps: int, *, eta: float = 3, budget: float | None = 0.1,
-               budget_steps: int | None = None, final: int = 1, snap: Sequence[int] | None = None) -> RungPlan:
+def plan_rungs(
+    candidates: int,
+    full_steps: int,
+    *,
+    eta: float = 3,
+    budget: float | None = 0.1,
+    budget_steps: int | None = None,
+    final: int = 1,
+    snap: Sequence[int] | None = None,
+) -> RungPlan:
     """The rungs for ``candidates`` within a budget (see the module docstring).
 
     Args:
@@ -103,8 +117,10 @@ def plan_rungs(candidates: int, full_steps: int, *, eta: float = 3, budget: floa
     if not isinstance(final, int) or final < 1:
         raise ValueError(f"final must be a positive int (candidates trained fully), got {final!r}")
     if (budget is None) == (budget_steps is None):
-        raise ValueError("give the budget either as a fraction of training every candidate fully (budget) or as "
-                         "steps (budget_steps), not both or neither")
+        raise ValueError(
+            "give the budget either as a fraction of training every candidate fully (budget) or as "
+            "steps (budget_steps), not both or neither"
+        )
     if budget is not None and not 0 < budget <= 1:
         raise ValueError(f"budget is a fraction of training every candidate fully, in (0, 1], got {budget!r}")
     total = budget_steps if budget_steps is not None else budget * candidates * full_steps  # type: ignore[operator]
@@ -116,15 +132,17 @@ def plan_rungs(candidates: int, full_steps: int, *, eta: float = 3, budget: floa
     if not counts:  # no more candidates than final: nothing to decide, no rungs
         return RungPlan((), (), candidates, full_steps, float(eta))
     if total < sum(counts):
-        raise ValueError(f"a budget of {total:.0f} steps cannot train {candidates} candidates through {len(counts)} "
-                         f"rungs: that takes at least {sum(counts)} (one more step per candidate per rung); raise "
-                         "the budget, or prune more at rung 0")
+        raise ValueError(
+            f"a budget of {total:.0f} steps cannot train {candidates} candidates through {len(counts)} "
+            f"rungs: that takes at least {sum(counts)} (one more step per candidate per rung); raise "
+            "the budget, or prune more at rung 0"
+        )
     # cost(r1) = sum_k n_k (r_k - r_{k-1}) with r_k = r1 * eta**k: linear in r1
-    unit = sum(c * (eta ** k - (eta ** (k - 1) if k else 0)) for k, c in enumerate(counts))
+    unit = sum(c * (eta**k - (eta ** (k - 1) if k else 0)) for k, c in enumerate(counts))
     allowed = sorted({int(s) for s in snap if 1 <= s <= full_steps}) if snap else None
 
     def steps_for(first: float) -> tuple[int, ...]:
-        raw = [min(full_steps, max(1, round(first * eta ** k))) for k in range(len(counts))]
+        raw = [min(full_steps, max(1, round(first * eta**k))) for k in range(len(counts))]
         if allowed:
             raw = [min(allowed, key=lambda s, r=r: (abs(s - r), s)) for r in raw]
         out: list[int] = []
@@ -192,14 +210,13 @@ class HalvingResult:
         return {n: out.get(n) for n in self.order0}
 
 
-def successive_halving(order0: Sequence[str], plan: RungPlan, signal_at: Callable[[str, int], float]
-                       ) -> HalvingResult:
+def successive_halving(order0: Sequence[str], plan: RungPlan, signal_at: Callable[[str, int], float]) -> HalvingResult:
     """Run the plan's rungs over ``order0`` (best first), asking ``signal_at(name, steps)`` (higher = better).
 
     ``signal_at`` is called rung by rung, in rung-0 order within a rung, for the candidates still in; a ``nan``
     signal (a failed training) ranks below every number. Ties keep the rung-0 order.
     """
-    alive = list(order0[:plan.counts[0]]) if plan.counts else []
+    alive = list(order0[: plan.counts[0]]) if plan.counts else []
     position = {n: i for i, n in enumerate(order0)}
     rungs: list[RungRecord] = []
     reached: dict[str, tuple[int, float]] = {}
@@ -215,12 +232,20 @@ def successive_halving(order0: Sequence[str], plan: RungPlan, signal_at: Callabl
             rungs.append(RungRecord(n, k + 1, steps, values[n], n in kept))
             reached[n] = (k + 1, values[n])
         alive = [n for n in ranked if n in kept]
-    eliminated = sorted((n for n in reached if n not in alive),
-                        key=lambda n: (-reached[n][0], -_finite(reached[n][1]), position[n]))
+    eliminated = sorted(
+        (n for n in reached if n not in alive), key=lambda n: (-reached[n][0], -_finite(reached[n][1]), position[n])
+    )
     never = [n for n in order0 if n not in reached and n not in alive]
     order = alive + eliminated + never
-    return HalvingResult(plan, list(order0), rungs, alive, order, spent_steps=spent,
-                         full_steps_all=plan.counts[0] * plan.full_steps if plan.counts else 0)
+    return HalvingResult(
+        plan,
+        list(order0),
+        rungs,
+        alive,
+        order,
+        spent_steps=spent,
+        full_steps_all=plan.counts[0] * plan.full_steps if plan.counts else 0,
+    )
 
 
 def _finite(x: float) -> float:
@@ -245,13 +270,27 @@ def full_steps_of(recipe: TrainingRecipe) -> int:
     return int(epochs * math.ceil(batches / accumulate))
 
 
-def halving(candidates: Sequence[Any] | Mapping[str, Any], recipe: TrainingRecipe, out: str | os.PathLike, *,
-            eta: float = 3, budget: float | None = 0.1, budget_steps: int | None = None, signal: str = "last_loss",
-            final: int = 1, keep_after_rung0: int | None = None, proxies: Sequence[str] = ("gradsign", "params",
-                                                                                            "flops"),
-            policy: Any = "auto", max_params: float | None = None, max_flops: float | None = None,
-            max_samples: int | None = 64, train_survivors: bool = True, progress: bool = True,
-            ranking: Ranking | None = None, log: Callable[[str], None] = print) -> HalvingResult:
+def halving(
+    candidates: Sequence[Any] | Mapping[str, Any],
+    recipe: TrainingRecipe,
+    out: str | os.PathLike,
+    *,
+    eta: float = 3,
+    budget: float | None = 0.1,
+    budget_steps: int | None = None,
+    signal: str = "last_loss",
+    final: int = 1,
+    keep_after_rung0: int | None = None,
+    proxies: Sequence[str] = ("gradsign", "params", "flops"),
+    policy: Any = "auto",
+    max_params: float | None = None,
+    max_flops: float | None = None,
+    max_samples: int | None = 64,
+    train_survivors: bool = True,
+    progress: bool = True,
+    ranking: Ranking | None = None,
+    log: Callable[[str], None] = print,
+) -> HalvingResult:
     """Successive halving over ``candidates`` with real training (see the module docstring).
 
     Args:
@@ -274,18 +313,32 @@ def halving(candidates: Sequence[Any] | Mapping[str, Any], recipe: TrainingRecip
     items = list(candidates.items()) if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
     cands = {c.name: c for c in (candidate(spec, name=name) for name, spec in items)}
     if ranking is None:
-        ranking = rank(cands, dm, list(proxies), policy=policy, max_params=max_params, max_flops=max_flops,
-                       cache=out / "scores", num_classes=dm.num_classes, max_samples=max_samples, progress=progress)
+        ranking = rank(
+            cands,
+            dm,
+            list(proxies),
+            policy=policy,
+            max_params=max_params,
+            max_flops=max_flops,
+            cache=out / "scores",
+            num_classes=dm.num_classes,
+            max_samples=max_samples,
+            progress=progress,
+        )
     order0 = [r.name for r in ranking if r.status == "ok"]
     if keep_after_rung0 is not None:
         order0 = order0[:keep_after_rung0]
     if not order0:
-        raise ValueError("no candidate survived rung 0 (every one failed or was over budget): "
-                         + "; ".join(f"{r.name}: {r.reason}" for r in ranking))
+        raise ValueError(
+            "no candidate survived rung 0 (every one failed or was over budget): "
+            + "; ".join(f"{r.name}: {r.reason}" for r in ranking)
+        )
     full = full_steps_of(recipe)
     plan = plan_rungs(len(order0), full, eta=eta, budget=budget, budget_steps=budget_steps, final=final)
-    log(f"halving: {len(order0)} candidates, rungs at {list(plan.steps)} steps (of {full}), keeping "
-        f"{list(plan.counts[1:]) + [plan.final]}; {100 * plan.fraction():.1f}% of training every candidate fully")
+    log(
+        f"halving: {len(order0)} candidates, rungs at {list(plan.steps)} steps (of {full}), keeping "
+        f"{list(plan.counts[1:]) + [plan.final]}; {100 * plan.fraction():.1f}% of training every candidate fully"
+    )
     settings = {"plan": plan.to_dict(), "signal": signal, "recipe": recipe.settings}
     key = settings_hash(settings)
     log_path = out / "rungs.jsonl"
@@ -296,15 +349,32 @@ def halving(candidates: Sequence[Any] | Mapping[str, Any], recipe: TrainingRecip
         if (name, steps) in done:
             return float(done[(name, steps)]["signal"] if done[(name, steps)]["signal"] is not None else math.nan)
         recorder = FidelityRecorder(sorted(eval_at), signal=signal)
-        rec = train_candidate(cands[name], recipe, out / "train", stop_at=steps, recorder=recorder, test=False,
-                              identity=run_identity(cands[name], recipe))
+        rec = train_candidate(
+            cands[name],
+            recipe,
+            out / "train",
+            stop_at=steps,
+            recorder=recorder,
+            test=False,
+            identity=run_identity(cands[name], recipe),
+        )
         value = signal_fn(Curve.from_dict(rec["curve"]).cut(steps)) if rec.get("status") != "failed" else math.nan
-        row = {"name": name, "steps": steps, "key": key, "signal": value if math.isfinite(value) else None,
-               "status": rec.get("status"), "error": rec.get("error"), "seconds": rec.get("seconds")}
+        row = {
+            "name": name,
+            "steps": steps,
+            "key": key,
+            "signal": value if math.isfinite(value) else None,
+            "status": rec.get("status"),
+            "error": rec.get("error"),
+            "seconds": rec.get("seconds"),
+        }
         append_jsonl(log_path, row)
         done[(name, steps)] = row
-        log(f"  {name}: {signal} {value:.4g} after {steps} steps" if math.isfinite(value)
-            else f"  {name}: failed after {steps} steps ({rec.get('error')})")
+        log(
+            f"  {name}: {signal} {value:.4g} after {steps} steps"
+            if math.isfinite(value)
+            else f"  {name}: failed after {steps} steps ({rec.get('error')})"
+        )
         return value
 
     result = successive_halving(order0, plan, signal_at)
@@ -312,8 +382,9 @@ def halving(candidates: Sequence[Any] | Mapping[str, Any], recipe: TrainingRecip
     if train_survivors:
         for name in result.survivors:
             log(f"training {name} for the full schedule ({full} steps), continuing from its last rung")
-            result.trained.append(train_candidate(cands[name], recipe, out / "train",
-                                                  identity=run_identity(cands[name], recipe)))
+            result.trained.append(
+                train_candidate(cands[name], recipe, out / "train", identity=run_identity(cands[name], recipe))
+            )
     (out / "halving.json").write_text(json.dumps(_summary(result, signal), indent=2, default=str) + "\n")
     return result
 
@@ -324,8 +395,15 @@ def summary(result: HalvingResult, signal: str) -> dict[str, Any]:
 
 
 def _summary(result: HalvingResult, signal: str) -> dict[str, Any]:
-    return {"signal": signal, "plan": result.plan.to_dict(), "order0": result.order0, "order": result.order,
-            "survivors": result.survivors, "spent_steps": result.spent_steps,
-            "full_steps_all": result.full_steps_all, "eliminated_at": result.eliminated_at(),
-            "rungs": [dataclasses.asdict(r) for r in result.rungs],
-            "trained": [{k: v for k, v in t.items() if k != "curve"} for t in result.trained]}
+    return {
+        "signal": signal,
+        "plan": result.plan.to_dict(),
+        "order0": result.order0,
+        "order": result.order,
+        "survivors": result.survivors,
+        "spent_steps": result.spent_steps,
+        "full_steps_all": result.full_steps_all,
+        "eliminated_at": result.eliminated_at(),
+        "rungs": [dataclasses.asdict(r) for r in result.rungs],
+        "trained": [{k: v for k, v in t.items() if k != "curve"} for t in result.trained],
+    }

@@ -1,8 +1,8 @@
 """The report of a ``gradsign-fit`` run: did the zero-cost prediction hold once the survivors were trained?
 
 Writes ``report.md`` (people), ``report.csv`` / ``report.json`` (machines) and ``predicted_vs_achieved.png`` into the
-run directory. Spearman rho and Kendall tau (SciPy, gradsign_pl.scoring.agreement) compare each proxy's ranking of the trained candidates
-with their achieved test accuracy (nan with a note when fewer than three were trained).
+run directory. Spearman rho and Kendall tau (SciPy, gradsign_pl.scoring.agreement) compare each proxy's ranking of
+the trained candidates with their achieved test accuracy (nan with a note when fewer than three were trained).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def _fmt(x: Any, digits: int = 3) -> str:
 def agreement(ranking: Ranking, trained: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
     """Spearman / Kendall of each proxy (and params, flops) against achieved test accuracy over trained runs."""
     names = {r.name for r in ranking.rows}
-    done = [t for t in trained if t.get("status") == "trained" and t.get("test_acc") is not None
-            and t["name"] in names]  # extra runs (a no-teacher baseline) were not ranked
+    done = [
+        t for t in trained if t.get("status") == "trained" and t.get("test_acc") is not None and t["name"] in names
+    ]  # extra runs (a no-teacher baseline) were not ranked
     acc = [t["test_acc"] for t in done]
     out = {}
     for key in [*ranking.proxies, "params", "flops"]:
@@ -41,7 +42,8 @@ def agreement(ranking: Ranking, trained: Sequence[dict[str, Any]]) -> dict[str, 
         out[key] = _agreement(values, acc)
     if ranking.order_description not in out:  # a combined order (e.g. gradsign + params): rank 1 = best
         out[f"the ranking ({ranking.order_description})"] = _agreement(
-            [-float(ranking[t["name"]].rank or math.nan) for t in done], acc)
+            [-float(ranking[t["name"]].rank or math.nan) for t in done], acc
+        )
     return out
 
 
@@ -50,9 +52,16 @@ def _agreement(values: list[float], acc: list[float]) -> dict[str, float | int |
     return {"spearman": None if math.isnan(rho) else rho, "kendall": None if math.isnan(tau) else tau, "n": n}
 
 
-def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], *, command: str,
-                 score_only: bool, sections: dict[str, Any] | None = None,
-                 seconds: float | None = None) -> dict[str, Path]:
+def write_report(
+    run_dir: Path,
+    ranking: Ranking,
+    trained: Sequence[dict[str, Any]],
+    *,
+    command: str,
+    score_only: bool,
+    sections: dict[str, Any] | None = None,
+    seconds: float | None = None,
+) -> dict[str, Path]:
     """Write the run's report files; return their paths.
 
     ``sections`` holds the optional stages' summaries: ``"search"`` (the search's ``search.json``) and
@@ -66,24 +75,48 @@ def write_report(run_dir: Path, ranking: Ranking, trained: Sequence[dict[str, An
     records = []
     for rec in ranking.records():
         t = by_name.get(rec["name"], {})
-        records.append({**rec, "train_status": t.get("status"), "val_acc": t.get("val_acc"),
-                        "test_acc": t.get("test_acc"), "train_seconds": t.get("seconds"),
-                        "train_epochs": t.get("epochs"), "train_steps": t.get("steps"),
-                        "checkpoint": t.get("checkpoint"), "train_error": t.get("error")})
+        records.append(
+            {
+                **rec,
+                "train_status": t.get("status"),
+                "val_acc": t.get("val_acc"),
+                "test_acc": t.get("test_acc"),
+                "train_seconds": t.get("seconds"),
+                "train_epochs": t.get("epochs"),
+                "train_steps": t.get("steps"),
+                "checkpoint": t.get("checkpoint"),
+                "train_error": t.get("error"),
+            }
+        )
     with open(paths["csv"], "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(records[0]) if records else ["name"])
         writer.writeheader()
         writer.writerows(records)
     stats = agreement(ranking, trained) if not score_only else {}
-    paths["json"].write_text(json.dumps({"command": command, "order_by": ranking.order_by,
-                                         "order": ranking.order_description, "proxies": ranking.proxies,
-                                         "seeds": ranking.seeds, "batch": ranking.batch,
-                                         "policy": ranking.policy, "candidates": records,
-                                         "agreement": stats, "seconds": seconds, **sections}, indent=2) + "\n")
+    paths["json"].write_text(
+        json.dumps(
+            {
+                "command": command,
+                "order_by": ranking.order_by,
+                "order": ranking.order_description,
+                "proxies": ranking.proxies,
+                "seeds": ranking.seeds,
+                "batch": ranking.batch,
+                "policy": ranking.policy,
+                "candidates": records,
+                "agreement": stats,
+                "seconds": seconds,
+                **sections,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     if not score_only and _n_trained(ranking, trained) >= MIN_AGREEMENT:
         paths["plot"] = _plot(run_dir / "predicted_vs_achieved.png", ranking, trained, stats)
-    text = _markdown(ranking, records, stats, command, score_only, "plot" in paths, _n_trained(ranking, trained),
-                     seconds)
+    text = _markdown(
+        ranking, records, stats, command, score_only, "plot" in paths, _n_trained(ranking, trained), seconds
+    )
     if "search" in sections:
         text += _search_markdown(sections["search"], run_dir)
     if "distillation" in sections:
@@ -134,8 +167,11 @@ def _plot(path: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], stats
             ax.annotate(t["name"], (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
         s = stats.get(key, {})
         what = "the order" if key == order_key else "shown beside it"
-        ax.set_title(f"{key} ({what}) vs test accuracy\nSpearman {_fmt(s.get('spearman'))}, "
-                     f"Kendall {_fmt(s.get('kendall'))} (n={s.get('n')})", fontsize=9)
+        ax.set_title(
+            f"{key} ({what}) vs test accuracy\nSpearman {_fmt(s.get('spearman'))}, "
+            f"Kendall {_fmt(s.get('kendall'))} (n={s.get('n')})",
+            fontsize=9,
+        )
         ax.set_xlabel(f"{key} (higher = predicted better)")
         if key in ("params", "flops"):
             ax.set_xscale("log")
@@ -146,37 +182,76 @@ def _plot(path: Path, ranking: Ranking, trained: Sequence[dict[str, Any]], stats
     return path
 
 
-def _markdown(ranking: Ranking, records: list[dict[str, Any]], stats: dict, command: str, score_only: bool,
-              plot: bool, n_trained: int, seconds: float | None) -> str:
-    took = f" ({seconds / 60:.1f} min)" if seconds is not None and seconds >= 60 else (
-        f" ({seconds:.0f} s)" if seconds is not None else "")
-    lines = ["# gradsign-fit report", "", f"Command: `{command}`{took}", "",
-             f"Scoring batch: {ranking.batch['shape']} ({ranking.batch['num_classes']} classes, fingerprint "
-             f"`{ranking.batch['fingerprint']}`); proxies: {', '.join(ranking.proxies)}; ordered by "
-             f"{ranking.order_description}; {ranking.seeds} initialisation seed(s).", "",
-             f"Scoring policy: {ranking.policy.get('summary', 'not recorded')}. A rank marked `=` is a tie with "
-             f"a neighbour: {ranking.tie_rule}.", "",
-             "## Ranking at initialisation", ""]
+def _markdown(
+    ranking: Ranking,
+    records: list[dict[str, Any]],
+    stats: dict,
+    command: str,
+    score_only: bool,
+    plot: bool,
+    n_trained: int,
+    seconds: float | None,
+) -> str:
+    took = (
+        f" ({seconds / 60:.1f} min)"
+        if seconds is not None and seconds >= 60
+        else (f" ({seconds:.0f} s)" if seconds is not None else "")
+    )
+    lines = [
+        "# gradsign-fit report",
+        "",
+        f"Command: `{command}`{took}",
+        "",
+        f"Scoring batch: {ranking.batch['shape']} ({ranking.batch['num_classes']} classes, fingerprint "
+        f"`{ranking.batch['fingerprint']}`); proxies: {', '.join(ranking.proxies)}; ordered by "
+        f"{ranking.order_description}; {ranking.seeds} initialisation seed(s).",
+        "",
+        f"Scoring policy: {ranking.policy.get('summary', 'not recorded')}. A rank marked `=` is a tie with "
+        f"a neighbour: {ranking.tie_rule}.",
+        "",
+        "## Ranking at initialisation",
+        "",
+    ]
     shown = [p for p in ranking.proxies if p not in ("params", "flops")]  # they have their own columns
     head = ["rank", "candidate", *shown, "params (M)", "MFLOPs", "kept", "test acc (%)", "note"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         note = "; ".join(n for n in (r["reason"], r["train_error"], r.get("warnings")) if n)
-        lines.append("| " + " | ".join([
-            _fmt(r["rank"]) + ("=" if r.get("tied") else ""), r["name"], *[f"{r[p]:.4g}" if isinstance(r[p], float) else "--" for p in shown],
-            _fmt(r["params"] / 1e6 if r["params"] is not None else None, 2),
-            _fmt(r["flops"] / 1e6 if r["flops"] is not None else None, 1), "yes" if r["kept"] else "",
-            _fmt(100 * r["test_acc"] if r["test_acc"] is not None else None, 2), note.replace("|", "/")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    _fmt(r["rank"]) + ("=" if r.get("tied") else ""),
+                    r["name"],
+                    *[f"{r[p]:.4g}" if isinstance(r[p], float) else "--" for p in shown],
+                    _fmt(r["params"] / 1e6 if r["params"] is not None else None, 2),
+                    _fmt(r["flops"] / 1e6 if r["flops"] is not None else None, 1),
+                    "yes" if r["kept"] else "",
+                    _fmt(100 * r["test_acc"] if r["test_acc"] is not None else None, 2),
+                    note.replace("|", "/"),
+                ]
+            )
+            + " |"
+        )
     if score_only:
         lines += ["", "Score-only run: nothing was trained."]
     elif n_trained < MIN_AGREEMENT:
-        lines += ["", f"{n_trained} ranked candidate(s) trained: rank agreement needs {MIN_AGREEMENT} or more, so this "
-                  "run says nothing about whether the ranking held."]
+        lines += [
+            "",
+            f"{n_trained} ranked candidate(s) trained: rank agreement needs {MIN_AGREEMENT} or more, so this "
+            "run says nothing about whether the ranking held.",
+        ]
     else:
-        lines += ["", "## Did the prediction hold?", "",
-                  "Rank agreement between each score and the achieved test accuracy of the trained candidates "
-                  "(Spearman rho / Kendall tau-b; needs 3 or more trained):", "",
-                  "| score | Spearman | Kendall | trained |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Did the prediction hold?",
+            "",
+            "Rank agreement between each score and the achieved test accuracy of the trained candidates "
+            "(Spearman rho / Kendall tau-b; needs 3 or more trained):",
+            "",
+            "| score | Spearman | Kendall | trained |",
+            "|---|---|---|---|",
+        ]
         for key, s in stats.items():
             lines.append(f"| {key} | {_fmt(s['spearman'])} | {_fmt(s['kendall'])} | {s['n']} |")
         if plot:
@@ -192,27 +267,44 @@ def _g(x: Any) -> str:
 def _search_markdown(search: dict[str, Any], run_dir: Path) -> str:
     extra, summary = search.get("extra") or {}, search.get("history_summary") or {}
     settings = search.get("settings", {})
-    lines = ["", "## Evolutionary search", "",
-             f"Space `{search.get('space')}`, fitness `{extra.get('proxy')}` on {extra.get('max_samples')} images; "
-             + ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None and k != "init_structure") + "."]
+    lines = [
+        "",
+        "## Evolutionary search",
+        "",
+        f"Space `{search.get('space')}`, fitness `{extra.get('proxy')}` on {extra.get('max_samples')} images; "
+        + ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None and k != "init_structure")
+        + ".",
+    ]
     if summary:
         rejected = summary.get("rejected") or {}
-        lines += ["", f"{summary.get('evaluated')} of {summary.get('iterations')} mutations scored (rejected: "
-                  + (", ".join(f"{n} over {k}" if k in ("params", "flops", "layers") else f"{n} {k}"
-                               for k, n in rejected.items() if n) or "none")
-                  + f"); best score {_g(summary.get('first_best_score'))} at the first scored candidate, "
-                  f"{_g(summary.get('final_best_score'))} at the end (reached at iteration "
-                  f"{summary.get('iteration_best_reached')})."]
-    note = ("Params and FLOPs in the space's convention (FLOPs: ZenNAS's, multiply-accumulates + BN/bias terms "
-            "per image at the search resolution).")
-    lines += ["", note, "",
-              "| rank | score | params (M) | MFLOPs | layers | structure |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"{summary.get('evaluated')} of {summary.get('iterations')} mutations scored (rejected: "
+            + (
+                ", ".join(
+                    f"{n} over {k}" if k in ("params", "flops", "layers") else f"{n} {k}"
+                    for k, n in rejected.items()
+                    if n
+                )
+                or "none"
+            )
+            + f"); best score {_g(summary.get('first_best_score'))} at the first scored candidate, "
+            f"{_g(summary.get('final_best_score'))} at the end (reached at iteration "
+            f"{summary.get('iteration_best_reached')}).",
+        ]
+    note = (
+        "Params and FLOPs in the space's convention (FLOPs: ZenNAS's, multiply-accumulates + BN/bias terms "
+        "per image at the search resolution)."
+    )
+    lines += ["", note, "", "| rank | score | params (M) | MFLOPs | layers | structure |", "|---|---|---|---|---|---|"]
     for i, d in enumerate(search.get("top", [])):
         params, flops = d.get("params"), d.get("flops")
-        lines.append(f"| {d.get('rank', i + 1)} | {_g(d.get('score'))} | "
-                     f"{_fmt(params / 1e6 if params is not None else None)} | "
-                     f"{_fmt(flops / 1e6 if flops is not None else None, 1)} | {_fmt(d.get('layers'))} | "
-                     f"`{d['structure']}` |")
+        lines.append(
+            f"| {d.get('rank', i + 1)} | {_g(d.get('score'))} | "
+            f"{_fmt(params / 1e6 if params is not None else None)} | "
+            f"{_fmt(flops / 1e6 if flops is not None else None, 1)} | {_fmt(d.get('layers'))} | "
+            f"`{d['structure']}` |"
+        )
     if (run_dir / "search" / "best_score.png").exists():
         lines += ["", "![best score over iterations](search/best_score.png)"]
     return "\n".join(lines) + "\n"
@@ -220,17 +312,26 @@ def _search_markdown(search: dict[str, Any], run_dir: Path) -> str:
 
 def _distillation_markdown(teacher: dict[str, Any], trained: Sequence[dict[str, Any]]) -> str:
     acc = teacher.get("test_acc")
-    lines = ["", "## Distillation", "",
-             f"Teacher `{teacher.get('model')}` from `{teacher.get('checkpoint')}`"
-             + (f" (trained by this recipe: {100 * acc:.2f}% test)" if acc is not None else "") + ".", "",
-             "| student | teacher | test acc (%) | val acc (%) | train s |", "|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Distillation",
+        "",
+        f"Teacher `{teacher.get('model')}` from `{teacher.get('checkpoint')}`"
+        + (f" (trained by this recipe: {100 * acc:.2f}% test)" if acc is not None else "")
+        + ".",
+        "",
+        "| student | teacher | test acc (%) | val acc (%) | train s |",
+        "|---|---|---|---|---|",
+    ]
     for t in trained:
         if t.get("status") != "trained" or str(t.get("name", "")).startswith("teacher "):
             continue
-        lines.append(f"| {t['name']} | {t.get('teacher') or 'none'} | "
-                     f"{_fmt(100 * t['test_acc'] if t.get('test_acc') is not None else None, 2)} | "
-                     f"{_fmt(100 * t['val_acc'] if t.get('val_acc') is not None else None, 2)} | "
-                     f"{_fmt(t.get('seconds'), 0)} |")
+        lines.append(
+            f"| {t['name']} | {t.get('teacher') or 'none'} | "
+            f"{_fmt(100 * t['test_acc'] if t.get('test_acc') is not None else None, 2)} | "
+            f"{_fmt(100 * t['val_acc'] if t.get('val_acc') is not None else None, 2)} | "
+            f"{_fmt(t.get('seconds'), 0)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -243,15 +344,21 @@ def _halving_markdown(h: dict[str, Any]) -> str:
     steps = list(dict.fromkeys(plan["steps"]))
     full_all = h["full_steps_all"] or 1
     spent = h["spent_steps"] + h.get("survivor_steps", 0)
-    lines = ["", "## Successive halving", "",
-             f"Signal `{h['signal']}` (higher = better), eta {plan['eta']:g}: {plan['counts'][0] if plan['counts'] else 0}"
-             f" candidates entered rung 1; rungs end at {steps} of {plan['full_steps']} optimiser steps per candidate "
-             f"and keep {list(plan['counts'][1:]) + [plan['final']]}.", "",
-             f"Compute: the rungs trained {h['spent_steps']:,} steps, {100 * h['spent_steps'] / full_all:.1f}% of "
-             f"training all {plan['counts'][0] if plan['counts'] else 0} fully ({full_all:,} steps); with the "
-             f"survivors' full training, {spent:,} steps ({100 * spent / full_all:.1f}%).", "",
-             "| candidate | steps trained | " + " | ".join(f"signal at {s}" for s in steps) + " | eliminated after |",
-             "|---|---|" + "---|" * len(steps) + "---|"]
+    lines = [
+        "",
+        "## Successive halving",
+        "",
+        f"Signal `{h['signal']}` (higher = better), eta {plan['eta']:g}: {plan['counts'][0] if plan['counts'] else 0}"
+        f" candidates entered rung 1; rungs end at {steps} of {plan['full_steps']} optimiser steps per candidate "
+        f"and keep {list(plan['counts'][1:]) + [plan['final']]}.",
+        "",
+        f"Compute: the rungs trained {h['spent_steps']:,} steps, {100 * h['spent_steps'] / full_all:.1f}% of "
+        f"training all {plan['counts'][0] if plan['counts'] else 0} fully ({full_all:,} steps); with the "
+        f"survivors' full training, {spent:,} steps ({100 * spent / full_all:.1f}%).",
+        "",
+        "| candidate | steps trained | " + " | ".join(f"signal at {s}" for s in steps) + " | eliminated after |",
+        "|---|---|" + "---|" * len(steps) + "---|",
+    ]
     eliminated = h.get("eliminated_at") or {}
     for name in h["order"]:
         if name not in table:
@@ -259,10 +366,11 @@ def _halving_markdown(h: dict[str, Any]) -> str:
         row = table[name]
         out = eliminated.get(name)
         reached = max(row) if row else 0
-        lines.append(f"| {name} | {plan['full_steps'] if out is None else reached} | "
-                     + " | ".join(_g(row.get(s)) if row.get(s) is not None else ("--" if s > reached else "nan")
-                                  for s in steps)
-                     + f" | {'survived' if out is None else f'rung {out}'} |")
+        lines.append(
+            f"| {name} | {plan['full_steps'] if out is None else reached} | "
+            + " | ".join(_g(row.get(s)) if row.get(s) is not None else ("--" if s > reached else "nan") for s in steps)
+            + f" | {'survived' if out is None else f'rung {out}'} |"
+        )
     lines += ["", "![signal against steps](halving_signal.png)"]
     return "\n".join(lines) + "\n"
 

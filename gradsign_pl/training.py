@@ -71,8 +71,13 @@ def safe_name(name: str) -> str:
 
 def run_identity(candidate: Candidate | None, recipe: TrainingRecipe, extra: Mapping[str, Any] | None = None) -> str:
     """A short hash of the spec (kwargs and all), the recipe's settings and ``extra`` (e.g. a teacher)."""
-    return settings_hash({"spec": candidate.fingerprint if candidate is not None else None,
-                          "settings": recipe.settings, **dict(extra or {})})
+    return settings_hash(
+        {
+            "spec": candidate.fingerprint if candidate is not None else None,
+            "settings": recipe.settings,
+            **dict(extra or {}),
+        }
+    )
 
 
 def run_directory(root: str | os.PathLike, name: str, identity: str) -> Path:
@@ -80,11 +85,20 @@ def run_directory(root: str | os.PathLike, name: str, identity: str) -> Path:
     return Path(root) / safe_name(name) / identity[:10]
 
 
-def train_candidate(candidate: Candidate | None, recipe: TrainingRecipe, root: str | os.PathLike, *,
-                    name: str | None = None, backbone: nn.Module | None = None, identity: str | None = None,
-                    stop_at: int | None = None, recorder: FidelityRecorder | None = None, test: bool = True,
-                    module_factory: Callable[[nn.Module], pl.LightningModule] | None = None,
-                    trainer_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def train_candidate(
+    candidate: Candidate | None,
+    recipe: TrainingRecipe,
+    root: str | os.PathLike,
+    *,
+    name: str | None = None,
+    backbone: nn.Module | None = None,
+    identity: str | None = None,
+    stop_at: int | None = None,
+    recorder: FidelityRecorder | None = None,
+    test: bool = True,
+    module_factory: Callable[[nn.Module], pl.LightningModule] | None = None,
+    trainer_overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Fit one candidate (or a given ``backbone``) with ``recipe``, continuing from its ``last.ckpt``.
 
     Args:
@@ -114,32 +128,51 @@ def train_candidate(candidate: Candidate | None, recipe: TrainingRecipe, root: s
         if backbone is None:
             if candidate is None:
                 raise ValueError("train_candidate needs a candidate or a backbone")
-            backbone = candidate.build(num_classes=dm.num_classes, in_chans=dm.in_chans,
-                                       input_size=(dm.image_size, dm.image_size))
+            backbone = candidate.build(
+                num_classes=dm.num_classes, in_chans=dm.in_chans, input_size=(dm.image_size, dm.image_size)
+            )
         module = (module_factory or recipe.module)(backbone)
         recorder = recorder or FidelityRecorder()
         recorder.stop_at, recorder.checkpoint = stop_at, str(last) if stop_at is not None else None
-        callbacks: list[Any] = [recorder,
-                                ModelCheckpoint(dirpath=str(ckpt_dir), save_top_k=0, save_last=True,
-                                                every_n_train_steps=recipe.checkpoint_every,
-                                                enable_version_counter=False)]
+        callbacks: list[Any] = [
+            recorder,
+            ModelCheckpoint(
+                dirpath=str(ckpt_dir),
+                save_top_k=0,
+                save_last=True,
+                every_n_train_steps=recipe.checkpoint_every,
+                enable_version_counter=False,
+            ),
+        ]
         best = None
         if recipe.monitor is not None and stop_at is None:  # a rung stops early: only its last.ckpt matters
-            best = ModelCheckpoint(dirpath=str(ckpt_dir), monitor=recipe.monitor, mode="max", save_top_k=1,
-                                   filename="best", enable_version_counter=False)
+            best = ModelCheckpoint(
+                dirpath=str(ckpt_dir),
+                monitor=recipe.monitor,
+                mode="max",
+                save_top_k=1,
+                filename="best",
+                enable_version_counter=False,
+            )
             callbacks.append(best)
-        trainer = recipe.trainer(default_root_dir=str(out), callbacks=callbacks, log_name=safe_name(name),
-                                 **dict(trainer_overrides or {}))
+        trainer = recipe.trainer(
+            default_root_dir=str(out), callbacks=callbacks, log_name=safe_name(name), **dict(trainer_overrides or {})
+        )
         resume = str(last) if last.is_file() else None
         if resume is not None:
             record["resumed_from_step"] = _checkpoint_step(last)
         trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
         finished = recorder.stopped_at is None
         metrics = trainer.callback_metrics
-        record.update(status="trained" if finished else "stopped", steps=trainer.global_step,
-                      epochs=trainer.current_epoch, val_acc=_metric(metrics, "val/acc"),
-                      last_checkpoint=str(last) if last.is_file() else None, curve=recorder.curve.to_dict(),
-                      train_seconds=round(recorder.seconds, 2))
+        record.update(
+            status="trained" if finished else "stopped",
+            steps=trainer.global_step,
+            epochs=trainer.current_epoch,
+            val_acc=_metric(metrics, "val/acc"),
+            last_checkpoint=str(last) if last.is_file() else None,
+            curve=recorder.curve.to_dict(),
+            train_seconds=round(recorder.seconds, 2),
+        )
         if finished:  # the end of the fit: last.ckpt holds the final state (periodic saves may be older)
             trainer.save_checkpoint(str(last), weights_only=False)
             record["last_checkpoint"] = str(last)
@@ -147,7 +180,7 @@ def train_candidate(candidate: Candidate | None, recipe: TrainingRecipe, root: s
             best_path = best.best_model_path if best is not None and best.best_model_path else None
             tested = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False, weights_only=True)
             record.update(test_acc=_metric(tested[0], "test/acc") if tested else None, checkpoint=best_path)
-    except Exception as exc:  # noqa: BLE001 - one failing candidate never sinks the others
+    except Exception as exc:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise
         text = str(exc).strip().splitlines()
@@ -167,7 +200,7 @@ def _checkpoint_step(path: Path) -> int | None:
 
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step"))
-    except Exception:  # noqa: BLE001 - only informative
+    except Exception:
         return None
 
 

@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gradsign_pl.candidates import Candidate, candidate
-from gradsign_pl.proxies import get_proxy
-from gradsign_pl.proxies import batch_fingerprint
+from gradsign_pl.proxies import batch_fingerprint, get_proxy
 from gradsign_pl.proxies.ensemble import rank_ensemble
 from gradsign_pl.scoring.batch import first_batch, num_classes_of
 from gradsign_pl.scoring.cache import ScoreCache
@@ -119,8 +118,10 @@ class Ranking:
     def tie_rule(self) -> str:
         """What makes two adjacent ranked candidates a tie in this ranking (one sentence for people)."""
         if self.order_description == "params":
-            return (f"adjacent sizes within {SIZE_TIE_RATIO:g}x, whose order #params predicted little better than "
-                    "chance on the CIFAR-10 triage benchmark")
+            return (
+                f"adjacent sizes within {SIZE_TIE_RATIO:g}x, whose order #params predicted little better than "
+                "chance on the CIFAR-10 triage benchmark"
+            )
         if self.seeds > 1:
             return "equal scores, or an order that flips between seeds"
         return "equal scores (score several seeds to see which orders are stable)"
@@ -145,8 +146,10 @@ class Ranking:
     def __getitem__(self, name: str) -> RankedCandidate:
         """The candidate named ``name`` (a ``KeyError`` lists the names); iterate for the order."""
         if not isinstance(name, str):
-            raise TypeError(f"index a Ranking by candidate name, got {type(name).__name__}; iterate over it (best "
-                            "first) or use ranking.rows[i] for a position")
+            raise TypeError(
+                f"index a Ranking by candidate name, got {type(name).__name__}; iterate over it (best "
+                "first) or use ranking.rows[i] for a position"
+            )
         for r in self.rows:
             if r.name == name:
                 return r
@@ -171,8 +174,15 @@ class Ranking:
                 rec[p] = _none_if_nan(r.scores.get(p, math.nan))
                 if self.seeds > 1:
                     rec[f"{p}_std"] = _none_if_nan(r.spread.get(p, math.nan))
-            rec.update(params=r.params, flops=r.flops, tied=r.tied, signal=r.signal,
-                       warnings="; ".join(r.warnings) or None, seconds=round(r.seconds, 3), reason=r.reason)
+            rec.update(
+                params=r.params,
+                flops=r.flops,
+                tied=r.tied,
+                signal=r.signal,
+                warnings="; ".join(r.warnings) or None,
+                seconds=round(r.seconds, 3),
+                reason=r.reason,
+            )
             out.append(rec)
         return out
 
@@ -186,19 +196,28 @@ class Ranking:
 
     def to_json(self, path: str | os.PathLike) -> Path:
         path = Path(path)
-        payload = {"proxies": self.proxies, "order_by": self.order_by, "order": self.order_description,
-                   "seeds": self.seeds, "batch": self.batch,
-                   "policy": self.policy, "candidates": self.records()}
+        payload = {
+            "proxies": self.proxies,
+            "order_by": self.order_by,
+            "order": self.order_description,
+            "seeds": self.seeds,
+            "batch": self.batch,
+            "policy": self.policy,
+            "candidates": self.records(),
+        }
         path.write_text(json.dumps(payload, indent=2) + "\n")
         return path
 
     def __rich__(self) -> Any:
         from rich.table import Table
 
-        table = Table(title=f"Ranking by {self.order_description} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
-                            f"batch {self.batch['shape']})",
-                      caption=f"policy {self.policy.get('summary', '')}; '=' marks a tie: " + self.tie_rule
-                      if self.policy else None)
+        table = Table(
+            title=f"Ranking by {self.order_description} ({self.seeds} seed{'s' if self.seeds > 1 else ''}, "
+            f"batch {self.batch['shape']})",
+            caption=f"policy {self.policy.get('summary', '')}; '=' marks a tie: " + self.tie_rule
+            if self.policy
+            else None,
+        )
         shown = [p for p in self.proxies if p not in SIZE_KEYS]  # params / flops have their own columns
         table.add_column("#", justify="right")
         table.add_column("candidate", no_wrap=True)
@@ -214,10 +233,16 @@ class Ranking:
                 v, s = r.scores.get(p, math.nan), r.spread.get(p, math.nan)
                 cells.append(_fmt(v) + (f" ± {_fmt(s)}" if self.seeds > 1 and math.isfinite(s) else ""))
             note = "; ".join([*([r.reason] if r.reason else []), *r.warnings])
-            table.add_row(f"{r.rank}{'=' if r.tied else ''}" if r.rank else "-", r.name, *cells,
-                          f"{r.params / 1e6:.2f}M" if r.params is not None else "-",
-                          f"{r.flops / 1e6:.1f}" if r.flops is not None else "-",
-                          "yes" if r.kept else "", note, style=None if r.status == "ok" else "dim")
+            table.add_row(
+                f"{r.rank}{'=' if r.tied else ''}" if r.rank else "-",
+                r.name,
+                *cells,
+                f"{r.params / 1e6:.2f}M" if r.params is not None else "-",
+                f"{r.flops / 1e6:.1f}" if r.flops is not None else "-",
+                "yes" if r.kept else "",
+                note,
+                style=None if r.status == "ok" else "dim",
+            )
         return table
 
     def print(self) -> None:
@@ -301,8 +326,9 @@ def rank(
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     items = list(candidates.items()) if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
-    cands: list[Candidate] = [c if isinstance(c, Candidate) and name is None else candidate(c, name=name)
-                              for name, c in items]
+    cands: list[Candidate] = [
+        c if isinstance(c, Candidate) and name is None else candidate(c, name=name) for name, c in items
+    ]
     names = [c.name for c in cands]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -312,7 +338,9 @@ def rank(
         warnings.warn(
             f"order_by={order_by!r} is not used: the {scoring.name!r} policy orders by "
             f"{' + '.join(scoring.order_terms)} (docs/results/triage.md); to order by the proxy pass "
-            "policy='cell-space' or a ScoringPolicy with order_terms=('proxy',)", stacklevel=2)
+            "policy='cell-space' or a ScoringPolicy with order_terms=('proxy',)",
+            stacklevel=2,
+        )
     if seeds is not None:
         scoring = dataclasses.replace(scoring, seeds=seeds)
     if options:
@@ -331,29 +359,55 @@ def rank(
     fingerprint = batch_fingerprint(x, y)
     store = None
     if cache is not None:
-        meta = {"batch": fingerprint, "num_classes": classes, "loss_fn": getattr(loss_fn, "__qualname__", str(loss_fn)),
-                "device_type": dev.type, "init": scoring.init, "proxy_options": scoring.describe()["proxy_options"]}
+        meta = {
+            "batch": fingerprint,
+            "num_classes": classes,
+            "loss_fn": getattr(loss_fn, "__qualname__", str(loss_fn)),
+            "device_type": dev.type,
+            "init": scoring.init,
+            "proxy_options": scoring.describe()["proxy_options"],
+        }
         store = ScoreCache(cache, meta, on_change="recompute")
         if store.changed:
-            warnings.warn(f"{cache}: the scoring settings changed since it was last used ({store.describe_change()}); "
-                          "its earlier scores are kept but not reused, every candidate is scored again", stacklevel=2)
+            warnings.warn(
+                f"{cache}: the scoring settings changed since it was last used ({store.describe_change()}); "
+                "its earlier scores are kept but not reused, every candidate is scored again",
+                stacklevel=2,
+            )
 
     rows = []
     bar = _progress(progress, len(cands))
     for cand in cands:
-        rows.append(_score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store,
-                                     scoring))
+        rows.append(
+            _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store, scoring)
+        )
         bar.advance()
     bar.close()
     _order(rows, proxies, order_by, top_k, scoring.order_terms)
-    return Ranking(rows, proxies, order_by, seeds, {"fingerprint": fingerprint, "shape": list(x.shape),
-                                                     "num_classes": classes},
-                   {**scoring.describe(), "summary": scoring.summary()})
+    return Ranking(
+        rows,
+        proxies,
+        order_by,
+        seeds,
+        {"fingerprint": fingerprint, "shape": list(x.shape), "num_classes": classes},
+        {**scoring.describe(), "summary": scoring.summary()},
+    )
 
 
-def _score_candidate(cand: Candidate, x: Tensor, y: Tensor, proxies: list[str], seeds: int, classes: int,
-                     max_params: float | None, max_flops: float | None, loss_fn: Callable[..., Tensor],
-                     dev: torch.device, store: ScoreCache | None, policy: ScoringPolicy) -> RankedCandidate:
+def _score_candidate(
+    cand: Candidate,
+    x: Tensor,
+    y: Tensor,
+    proxies: list[str],
+    seeds: int,
+    classes: int,
+    max_params: float | None,
+    max_flops: float | None,
+    loss_fn: Callable[..., Tensor],
+    dev: torch.device,
+    store: ScoreCache | None,
+    policy: ScoringPolicy,
+) -> RankedCandidate:
     """Every seed's scores of one candidate (cached ones read back), folded into its ranking row."""
     t0 = time.perf_counter()
     key = f"{cand.name}#{cand.fingerprint}"  # a changed spec (kwargs, class path, factory code) is a new key
@@ -369,12 +423,28 @@ def _score_candidate(cand: Candidate, x: Tensor, y: Tensor, proxies: list[str], 
         if missing or params is None:
             over = _over_budget(params, flops, max_params, max_flops) if params is not None else None
             if over:
-                return RankedCandidate(cand.name, "over budget", dict.fromkeys(proxies, math.nan), {}, params, flops,
-                                       reason=over, seconds=time.perf_counter() - t0)
+                return RankedCandidate(
+                    cand.name,
+                    "over budget",
+                    dict.fromkeys(proxies, math.nan),
+                    {},
+                    params,
+                    flops,
+                    reason=over,
+                    seconds=time.perf_counter() - t0,
+                )
             result = score_model(
                 lambda: cand.build(num_classes=classes, in_chans=x.shape[1], input_size=tuple(x.shape[2:])),
-                x, y, missing, policy=policy, seed=seed, loss_fn=loss_fn, device=dev, size=params is None,
-                admit=lambda n, f: _over_budget(n, f, max_params, max_flops))
+                x,
+                y,
+                missing,
+                policy=policy,
+                seed=seed,
+                loss_fn=loss_fn,
+                device=dev,
+                size=params is None,
+                admit=lambda n, f: _over_budget(n, f, max_params, max_flops),
+            )
             if params is None and result.params is not None:
                 params, flops = result.params, result.flops
                 if store is not None:
@@ -382,12 +452,21 @@ def _score_candidate(cand: Candidate, x: Tensor, y: Tensor, proxies: list[str], 
                     store.add(key, "flops", float(flops))
             if result.error is not None:
                 status = "over budget" if result.params is not None else "failed"
-                return RankedCandidate(cand.name, status, dict.fromkeys(proxies, math.nan), {}, params, flops,
-                                       reason=result.error, seconds=time.perf_counter() - t0)
+                return RankedCandidate(
+                    cand.name,
+                    status,
+                    dict.fromkeys(proxies, math.nan),
+                    {},
+                    params,
+                    flops,
+                    reason=result.error,
+                    seconds=time.perf_counter() - t0,
+                )
             for p in missing:
                 r = result.results[p]
-                extra = {"signal": r.n_active_params / r.n_params} if p == "gradsign" and r.is_finite and r.n_params \
-                    else {}
+                extra = (
+                    {"signal": r.n_active_params / r.n_params} if p == "gradsign" and r.is_finite and r.n_params else {}
+                )
                 if store is not None and p not in result.transient:  # out of memory is not a final result
                     store.add(key, keys[p], r.score, reason=result.reasons.get(p), **extra)
                 per_seed[p].append(r.score)
@@ -409,10 +488,23 @@ def _score_candidate(cand: Candidate, x: Tensor, y: Tensor, proxies: list[str], 
     signal = float(np.mean(signals)) if signals else None
     notes = []
     if signal is not None and signal < LOW_SIGNAL:
-        notes.append(f"low gradient signal: {100 * signal:.1f}% of the weights get any gradient at this "
-                     "initialisation, so GradSign sees little of the network")
-    return RankedCandidate(cand.name, "ok", scores, spread, params, flops, seconds=time.perf_counter() - t0,
-                           per_seed=per_seed, signal=signal, warnings=notes, failed_proxies=reasons)
+        notes.append(
+            f"low gradient signal: {100 * signal:.1f}% of the weights get any gradient at this "
+            "initialisation, so GradSign sees little of the network"
+        )
+    return RankedCandidate(
+        cand.name,
+        "ok",
+        scores,
+        spread,
+        params,
+        flops,
+        seconds=time.perf_counter() - t0,
+        per_seed=per_seed,
+        signal=signal,
+        warnings=notes,
+        failed_proxies=reasons,
+    )
 
 
 def _over_budget(params, flops, max_params, max_flops) -> str | None:
@@ -423,9 +515,11 @@ def _over_budget(params, flops, max_params, max_flops) -> str | None:
     return None
 
 
-def _order_keys(ok: list[RankedCandidate], proxies: list[str], order_by: str, order_terms: Sequence[str],
-                seed: int | None) -> list[float]:
+def _order_keys(
+    ok: list[RankedCandidate], proxies: list[str], order_by: str, order_terms: Sequence[str], seed: int | None
+) -> list[float]:
     """The ordering value of each candidate (mean over seeds, or under one ``seed``); higher ranks first."""
+
     def values(p: str) -> list[float]:
         if p == "params":
             return [float(r.params) for r in ok]
@@ -445,8 +539,13 @@ def _used_terms(proxies: list[str], order_by: str, order_terms: Sequence[str]) -
     return terms + [t for t in order_terms if t != "proxy" and t not in terms]
 
 
-def _order(rows: list[RankedCandidate], proxies: list[str], order_by: str, top_k: int | None,
-           order_terms: Sequence[str] = ("proxy",)) -> None:
+def _order(
+    rows: list[RankedCandidate],
+    proxies: list[str],
+    order_by: str,
+    top_k: int | None,
+    order_terms: Sequence[str] = ("proxy",),
+) -> None:
     used = _used_terms(proxies, order_by, order_terms)
     for r in rows:  # a nan in a score the order reads fails the candidate; in any other score it is a warning
         if r.status != "ok":
@@ -460,8 +559,11 @@ def _order(rows: list[RankedCandidate], proxies: list[str], order_by: str, top_k
     keys = dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, order_terms, None)))
     ok.sort(key=lambda r: -keys[r.name])
     seeds = min((len(v) for r in ok for v in r.per_seed.values()), default=0)
-    per_seed = [dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, order_terms, s)))
-                for s in range(seeds)] if seeds > 1 else []
+    per_seed = (
+        [dict(zip((r.name for r in ok), _order_keys(ok, proxies, order_by, order_terms, s))) for s in range(seeds)]
+        if seeds > 1
+        else []
+    )
     by_size = tuple(order_terms) == ("params",)
     for a, b in itertools.pairwise(ok):  # adjacent pair: tied when equal, or when some seed orders it the other way
         unstable = keys[a.name] == keys[b.name] or any(k[a.name] <= k[b.name] for k in per_seed)

@@ -7,7 +7,9 @@ from torch import nn
 
 
 def mlp(in_features: int = 12, hidden: int = 16, classes: int = 5) -> nn.Module:
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, classes))
+    return nn.Sequential(
+        nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, classes)
+    )
 
 
 def bn_cnn(channels: int = 8, classes: int = 10) -> nn.Module:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCRIPT = '''
+SCRIPT = """
 import json, sys, torch, lightning.pytorch as pl
 from torch.utils.data import DataLoader, TensorDataset
 from gradsign_pl import GradSignCallback
@@ -41,14 +41,21 @@ if __name__ == "__main__":
                          enable_model_summary=False, callbacks=[GradSignCallback(("gradsign", "synflow")), Report()],
                          default_root_dir=sys.argv[1])
     trainer.fit(M(), DataLoader(ds, batch_size=8))
-'''
+"""
 
 
 def test_ddp_ranks_agree_on_the_scores(tmp_path):
     script = tmp_path / "ddp_fit.py"
     script.write_text(SCRIPT)
-    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
-                            timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     # One file per rank: the two processes' stdout can interleave mid-line.
     reports = {rank: json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)}

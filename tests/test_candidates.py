@@ -172,7 +172,7 @@ def test_nb201_index_uses_the_benchmark_table(shared_data):
 
 def test_nb201_index_without_the_table_names_the_data_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADSIGN_DATA", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="nb201_accuracies.csv is not in the data directory"):
+    with pytest.raises(FileNotFoundError, match=r"nb201_accuracies.csv is not in the data directory"):
         candidate("nb201:3")
 
 
@@ -338,12 +338,17 @@ def broken_package(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "path, message",
     [  # the import error of the module itself, not "has no attribute" (resolve_name skips submodule ImportErrors)
-        ("gsp_broken_pkg.needs_dep.Net",
-         r"importing 'gsp_broken_pkg\.needs_dep' failed: ModuleNotFoundError: No module named "
-         r"'gsp_missing_dependency_xyz'"),
+        (
+            "gsp_broken_pkg.needs_dep.Net",
+            r"importing 'gsp_broken_pkg\.needs_dep' failed: ModuleNotFoundError: No module named "
+            r"'gsp_missing_dependency_xyz'",
+        ),
         ("gsp_broken_pkg.raises.Net", r"importing 'gsp_broken_pkg\.raises' failed: RuntimeError: boom at import"),
-        ("gsp_broken_pkg.bad_attr.Net", r"importing 'gsp_broken_pkg\.bad_attr' failed: AttributeError: .*"
-                                        r"no_such_function_xyz"),
+        (
+            "gsp_broken_pkg.bad_attr.Net",
+            r"importing 'gsp_broken_pkg\.bad_attr' failed: AttributeError: .*"
+            r"no_such_function_xyz",
+        ),
         ("gsp_broken_top.Net", r"importing 'gsp_broken_top' failed: No module named 'gsp_missing_dependency_xyz'"),
         ("gsp_broken_pkg.Nett", r"'gsp_broken_pkg' has no attribute 'Nett'"),
     ],
@@ -354,11 +359,11 @@ def test_class_path_import_errors_name_the_module_and_its_error(broken_package, 
 
 
 def test_a_factory_returning_something_else_is_a_type_error():
-    with pytest.raises(TypeError, match="returned int .* not an nn.Module"):
+    with pytest.raises(TypeError, match=r"returned int .* not an nn.Module"):
         build_model(not_a_module, num_classes=3)
-    with pytest.raises(TypeError, match="class_path .*not_a_module.* returned int"):
+    with pytest.raises(TypeError, match=r"class_path .*not_a_module.* returned int"):
         build_model({"class_path": f"{__name__}.not_a_module"}, num_classes=3)
-    with pytest.raises(ValueError, match="not an nn.Module subclass"):
+    with pytest.raises(ValueError, match=r"not an nn.Module subclass"):
         candidate(dict)  # type: ignore[arg-type]
 
 
@@ -444,12 +449,17 @@ def test_zen_first_block_must_match_in_chans_at_build_time():
         c.build(num_classes=10, in_chans=1)
 
 
-@pytest.mark.parametrize("spec, message", [
-    (f"zen:{ZEN[:-1]}", "zen:"),
-    ("zen:SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(16,16,2,8,1)", "channel chaining broken"),
-    ({"model": f"zen:{ZEN}", "kwargs": {"width": 2}}, "MasterNet takes no 'width'; its extra arguments are use_se, "
-                                                        "dropout"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (f"zen:{ZEN[:-1]}", "zen:"),
+        ("zen:SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(16,16,2,8,1)", "channel chaining broken"),
+        (
+            {"model": f"zen:{ZEN}", "kwargs": {"width": 2}},
+            "MasterNet takes no 'width'; its extra arguments are use_se, dropout",
+        ),
+    ],
+)
 def test_bad_zen_specs_are_refused_with_the_reason(spec, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         candidate(spec)

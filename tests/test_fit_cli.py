@@ -25,10 +25,18 @@ def recipe(tmp_path: Path, **overrides) -> Path:
             {"class_path": "tests.models.BrokenCNN", "name": "broken"},
         ],
         "triage": {"proxies": ["gradsign", "params"], "top_k": 3, "max_samples": 32},
-        "data": {"class_path": "gradsign_pl.data.datamodules.DigitsDataModule",
-                 "init_args": {"batch_size": 64, "image_size": 8}},
-        "trainer": {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 2, "limit_test_batches": 2,
-                    "enable_progress_bar": False, "accelerator": "cpu"},
+        "data": {
+            "class_path": "gradsign_pl.data.datamodules.DigitsDataModule",
+            "init_args": {"batch_size": 64, "image_size": 8},
+        },
+        "trainer": {
+            "max_epochs": 1,
+            "limit_train_batches": 3,
+            "limit_val_batches": 2,
+            "limit_test_batches": 2,
+            "enable_progress_bar": False,
+            "accelerator": "cpu",
+        },
     }
     config.update(overrides)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -38,16 +46,31 @@ def recipe(tmp_path: Path, **overrides) -> Path:
 
 
 def fit(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "gradsign_pl.cli.fit", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600, check=False, env=None if env is None else {**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "gradsign_pl.cli.fit", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 def test_rank_train_report_and_resume(tmp_path):
     first = fit("--config", str(recipe(tmp_path)))
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "run"
-    assert {"config.yaml", "ranking.csv", "ranking.json", "report.md", "report.csv", "report.json",
-            "predicted_vs_achieved.png", "trained.jsonl"} <= {p.name for p in run.iterdir()}
+    assert {
+        "config.yaml",
+        "ranking.csv",
+        "ranking.json",
+        "report.md",
+        "report.csv",
+        "report.json",
+        "predicted_vs_achieved.png",
+        "trained.jsonl",
+    } <= {p.name for p in run.iterdir()}
     report = json.loads((run / "report.json").read_text())
     by_name = {c["name"]: c for c in report["candidates"]}
     assert by_name["broken"]["status"] == "failed" and "broken on purpose" in by_name["broken"]["reason"]
@@ -83,8 +106,16 @@ def test_score_only_with_a_command_line_override(tmp_path):
         ({}, ["--triage.policy", "norm_ones"], "'auto', 'cell-space', 'real-model'"),
         ({"candidates": ["timm:resnet181"]}, [], "did you mean"),
         ({"candidates": [{"model": "timm:resnet18", "kwargs": {"pretrained": True}}]}, [], "pretrained"),
-        ({"data": {"class_path": "gradsign_pl.data.datamodules.CIFAR10DataModule",
-                   "init_args": {"data_dir": "/nonexistent/cifar"}}}, [], "no CIFAR-10 in /nonexistent/cifar"),
+        (
+            {
+                "data": {
+                    "class_path": "gradsign_pl.data.datamodules.CIFAR10DataModule",
+                    "init_args": {"data_dir": "/nonexistent/cifar"},
+                }
+            },
+            [],
+            "no CIFAR-10 in /nonexistent/cifar",
+        ),
     ],
 )
 def test_config_errors_exit_non_zero_with_a_clear_message(tmp_path, overrides, args, message):
@@ -121,11 +152,23 @@ def test_keys_that_do_nothing_are_refused(tmp_path):
 
 
 def test_run_dir_defaults_from_the_recipe_name_or_default_root_dir_and_the_recipe_logger_is_used(tmp_path):
-    config = recipe(tmp_path, run_dir=None, trainer={
-        "max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "limit_test_batches": 1,
-        "enable_progress_bar": False, "accelerator": "cpu", "default_root_dir": str(tmp_path / "root"),
-        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                   "init_args": {"save_dir": str(tmp_path / "logs"), "name": "mine"}}})
+    config = recipe(
+        tmp_path,
+        run_dir=None,
+        trainer={
+            "max_epochs": 1,
+            "limit_train_batches": 2,
+            "limit_val_batches": 1,
+            "limit_test_batches": 1,
+            "enable_progress_bar": False,
+            "accelerator": "cpu",
+            "default_root_dir": str(tmp_path / "root"),
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(tmp_path / "logs"), "name": "mine"},
+            },
+        },
+    )
     result = fit("--config", str(config), "--triage.top_k", "2", "--score_only", "false")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "root" / "report.md").is_file()  # the run directory is the recipe's default_root_dir
@@ -135,9 +178,15 @@ def test_run_dir_defaults_from_the_recipe_name_or_default_root_dir_and_the_recip
 
     named = tmp_path / "my_recipe.yaml"
     named.write_text(yaml.safe_dump({**yaml.safe_load(recipe(tmp_path).read_text()), "run_dir": None}))
-    result = subprocess.run([sys.executable, "-m", "gradsign_pl.cli.fit", "--config", str(named), "--score_only",
-                             "true"], capture_output=True, text=True, cwd=tmp_path, timeout=600, check=False,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [sys.executable, "-m", "gradsign_pl.cli.fit", "--config", str(named), "--score_only", "true"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "runs" / "my_recipe" / "ranking.json").is_file()
 
@@ -156,17 +205,32 @@ def test_an_unexpected_error_shows_its_traceback(tmp_path):
 
 def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     """Kill the fit mid-epoch (after a last.ckpt), run again: it resumes and ends as an uninterrupted run does."""
-    base = {"trainer": {"max_epochs": 1, "limit_train_batches": 12, "limit_val_batches": 1, "limit_test_batches": 1,
-                        "enable_progress_bar": False, "accelerator": "cpu",
-                        "callbacks": [{"class_path": "tests.models.KillAtStep"}]},
-            "candidates": [{"class_path": "tests.models.TinyCNN", "init_args": {"width": 4}, "name": "tiny4"}],
-            "triage": {"proxies": ["params"], "top_k": 1, "max_samples": 32},
-            "data": {"class_path": "gradsign_pl.data.datamodules.DigitsDataModule",
-                     "init_args": {"batch_size": 16, "image_size": 8}}}
+    base = {
+        "trainer": {
+            "max_epochs": 1,
+            "limit_train_batches": 12,
+            "limit_val_batches": 1,
+            "limit_test_batches": 1,
+            "enable_progress_bar": False,
+            "accelerator": "cpu",
+            "callbacks": [{"class_path": "tests.models.KillAtStep"}],
+        },
+        "candidates": [{"class_path": "tests.models.TinyCNN", "init_args": {"width": 4}, "name": "tiny4"}],
+        "triage": {"proxies": ["params"], "top_k": 1, "max_samples": 32},
+        "data": {
+            "class_path": "gradsign_pl.data.datamodules.DigitsDataModule",
+            "init_args": {"batch_size": 16, "image_size": 8},
+        },
+    }
     straight = fit("--config", str(recipe(tmp_path / "a", **base)), "--checkpoint_every_n_steps", "4")
     assert straight.returncode == 0, straight.stderr[-3000:]
-    killed = fit("--config", str(recipe(tmp_path / "b", **base)), "--checkpoint_every_n_steps", "4",
-                 env={"GRADSIGN_TEST_KILL_AT_STEP": "6"})
+    killed = fit(
+        "--config",
+        str(recipe(tmp_path / "b", **base)),
+        "--checkpoint_every_n_steps",
+        "4",
+        env={"GRADSIGN_TEST_KILL_AT_STEP": "6"},
+    )
     assert killed.returncode != 0 and "killed at step 6" in killed.stderr
     resumed = fit("--config", str(recipe(tmp_path / "b", **base)), "--checkpoint_every_n_steps", "4")
     assert resumed.returncode == 0, resumed.stderr[-3000:]

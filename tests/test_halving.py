@@ -19,8 +19,13 @@ from gradsign_pl.modules import ClassificationModule
 from gradsign_pl.training import TrainingRecipe
 
 
-@given(n=st.integers(2, 60), full=st.integers(50, 5000), eta=st.sampled_from([2, 3, 4]),
-       budget=st.floats(0.01, 0.5), final=st.integers(1, 3))
+@given(
+    n=st.integers(2, 60),
+    full=st.integers(50, 5000),
+    eta=st.sampled_from([2, 3, 4]),
+    budget=st.floats(0.01, 0.5),
+    final=st.integers(1, 3),
+)
 @settings(max_examples=80, deadline=None)
 def test_the_plan_stays_within_its_budget_and_halves_to_final(n, full, eta, budget, final):
     needed, m = 0, n
@@ -43,9 +48,13 @@ def test_the_plan_stays_within_its_budget_and_halves_to_final(n, full, eta, budg
 
 
 def test_plan_errors_name_the_problem():
-    for kwargs, message in [({"eta": 1}, "eta must be a number > 1"), ({"budget": 0}, r"in \(0, 1\]"),
-                            ({"budget": None}, "either as a fraction"), ({"budget_steps": 10}, "either as a fraction"),
-                            ({"final": 0}, "final must be a positive int")]:
+    for kwargs, message in [
+        ({"eta": 1}, "eta must be a number > 1"),
+        ({"budget": 0}, r"in \(0, 1\]"),
+        ({"budget": None}, "either as a fraction"),
+        ({"budget_steps": 10}, "either as a fraction"),
+        ({"final": 0}, "final must be a positive int"),
+    ]:
         with pytest.raises(ValueError, match=message):
             plan_rungs(9, 100, **kwargs)
     with pytest.raises(ValueError, match="cannot train 9 candidates through 2 rungs: that takes at least 12"):
@@ -94,14 +103,29 @@ def _recipe(tmp_path, max_epochs=2):
     dm = DigitsDataModule(batch_size=64, image_size=8)
 
     def trainer(*, default_root_dir, callbacks, log_name, **overrides):
-        return pl.Trainer(**{"max_epochs": max_epochs, "accelerator": "cpu", "logger": False,
-                             "enable_progress_bar": False, "enable_model_summary": False, "limit_val_batches": 2,
-                             "limit_test_batches": 2, "default_root_dir": default_root_dir, "callbacks": callbacks,
-                             **overrides})
+        return pl.Trainer(
+            **{
+                "max_epochs": max_epochs,
+                "accelerator": "cpu",
+                "logger": False,
+                "enable_progress_bar": False,
+                "enable_model_summary": False,
+                "limit_val_batches": 2,
+                "limit_test_batches": 2,
+                "default_root_dir": default_root_dir,
+                "callbacks": callbacks,
+                **overrides,
+            }
+        )
 
-    return TrainingRecipe(module=lambda net: ClassificationModule(net, 10, lr=0.01, warmup_fraction=0.1),
-                          trainer=trainer, datamodule=dm, seed=0, settings={"test": max_epochs},
-                          checkpoint_every=5)
+    return TrainingRecipe(
+        module=lambda net: ClassificationModule(net, 10, lr=0.01, warmup_fraction=0.1),
+        trainer=trainer,
+        datamodule=dm,
+        seed=0,
+        settings={"test": max_epochs},
+        checkpoint_every=5,
+    )
 
 
 CANDIDATES = {f"tiny{w}": {"class_path": "tests.models.TinyCNN", "init_args": {"width": w}} for w in (2, 4, 8, 16)}
@@ -109,8 +133,18 @@ CANDIDATES = {f"tiny{w}": {"class_path": "tests.models.TinyCNN", "init_args": {"
 
 def test_rungs_continue_from_their_checkpoints_and_a_rerun_reuses_every_rung(tmp_path):
     recipe = _recipe(tmp_path)
-    result = halving(CANDIDATES, recipe, tmp_path / "run", eta=2, budget=0.3, final=1, signal="sotl",
-                     proxies=("params",), progress=False, log=lambda s: None)
+    result = halving(
+        CANDIDATES,
+        recipe,
+        tmp_path / "run",
+        eta=2,
+        budget=0.3,
+        final=1,
+        signal="sotl",
+        proxies=("params",),
+        progress=False,
+        log=lambda s: None,
+    )
     plan = result.plan
     assert plan.counts == (4, 2) and len(result.survivors) == 1
     assert result.trained[0]["status"] == "trained" and result.trained[0]["steps"] == plan.full_steps
@@ -119,21 +153,62 @@ def test_rungs_continue_from_their_checkpoints_and_a_rerun_reuses_every_rung(tmp
     rows = [json.loads(x) for x in (tmp_path / "run" / "rungs.jsonl").read_text().splitlines()]
     assert len(rows) == 4 + 2 and all(r["status"] == "stopped" for r in rows)
     # the rung-2 candidates' signal is the SoTL of their whole curve so far: they were not restarted
-    again = halving(CANDIDATES, recipe, tmp_path / "run", eta=2, budget=0.3, final=1, signal="sotl",
-                    proxies=("params",), progress=False, log=lambda s: None, train_survivors=False)
+    again = halving(
+        CANDIDATES,
+        recipe,
+        tmp_path / "run",
+        eta=2,
+        budget=0.3,
+        final=1,
+        signal="sotl",
+        proxies=("params",),
+        progress=False,
+        log=lambda s: None,
+        train_survivors=False,
+    )
     assert again.survivors == result.survivors and again.order == result.order
     assert len((tmp_path / "run" / "rungs.jsonl").read_text().splitlines()) == 6  # nothing trained again
 
 
 def test_the_same_configuration_gives_the_same_eliminations(tmp_path):
-    a = halving(CANDIDATES, _recipe(tmp_path), tmp_path / "a", eta=2, budget=0.2, signal="last_loss",
-                proxies=("params",), progress=False, log=lambda s: None, train_survivors=False)
-    b = halving(CANDIDATES, _recipe(tmp_path), tmp_path / "b", eta=2, budget=0.2, signal="last_loss",
-                proxies=("params",), progress=False, log=lambda s: None, train_survivors=False)
+    a = halving(
+        CANDIDATES,
+        _recipe(tmp_path),
+        tmp_path / "a",
+        eta=2,
+        budget=0.2,
+        signal="last_loss",
+        proxies=("params",),
+        progress=False,
+        log=lambda s: None,
+        train_survivors=False,
+    )
+    b = halving(
+        CANDIDATES,
+        _recipe(tmp_path),
+        tmp_path / "b",
+        eta=2,
+        budget=0.2,
+        signal="last_loss",
+        proxies=("params",),
+        progress=False,
+        log=lambda s: None,
+        train_survivors=False,
+    )
     assert a.order == b.order and [r.signal for r in a.rungs] == [r.signal for r in b.rungs]
 
 
 def test_validation_signals_evaluate_at_each_rung_end(tmp_path):
-    result = halving(CANDIDATES, _recipe(tmp_path), tmp_path / "run", eta=2, budget=0.2, signal="val_acc",
-                     proxies=("params",), progress=False, log=lambda s: None, train_survivors=False)
+    result = halving(
+        CANDIDATES,
+        _recipe(tmp_path),
+        tmp_path / "run",
+        eta=2,
+        budget=0.2,
+        signal="val_acc",
+        proxies=("params",),
+        progress=False,
+        log=lambda s: None,
+        train_survivors=False,
+    )
     assert all(0.0 <= r.signal <= 1.0 for r in result.rungs)

@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gradsign_pl.callbacks import GradSignCallback
 from gradsign_pl.candidates import candidate
-from gradsign_pl.scoring.policy import CELL_SPACE_POLICY, REAL_MODEL_POLICY, ScoringPolicy, apply_init_policy
 from gradsign_pl.proxies import gradsign
 from gradsign_pl.proxies.ensemble import rank_ensemble
+from gradsign_pl.scoring.policy import CELL_SPACE_POLICY, REAL_MODEL_POLICY, ScoringPolicy, apply_init_policy
 from gradsign_pl.spaces.zen import MasterNet
 from gradsign_pl.triage import LOW_SIGNAL, rank
 from tests.models import TinyCNN
@@ -43,10 +43,15 @@ class ZeroResidual(nn.Module):
 
     def __init__(self, num_classes: int = CLASSES, in_chans: int = 3, width: int = 8, hidden: int = 64) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.branch = nn.Sequential(
-            nn.Conv2d(width, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(),
-            nn.Conv2d(hidden, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+            nn.Conv2d(width, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(),
+            nn.Conv2d(hidden, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
         )
         nn.init.zeros_(self.branch[-1].weight)
         self.head = nn.Linear(width, num_classes)
@@ -95,15 +100,23 @@ def batch():
 
 
 def test_rank_records_the_policy_in_the_ranking_json_csv_and_table(batch, tmp_path):
-    policy = ScoringPolicy("mine", init="norm_ones", proxy_options={"gradsign": {"reduction": "mean"}},
-                           order_terms=("proxy", "params"), seeds=2)
+    policy = ScoringPolicy(
+        "mine",
+        init="norm_ones",
+        proxy_options={"gradsign": {"reduction": "mean"}},
+        order_terms=("proxy", "params"),
+        seeds=2,
+    )
     ranking = run({"z": zero_residual, "w4": tiny(4)}, batch, policy=policy)
     assert set(ranking.policy) == {"name", "init", "proxy_options", "order_terms", "seeds", "summary"}
     assert ranking.policy == {**policy.describe(), "summary": policy.summary()}
     assert ranking.policy["name"] == "mine" and ranking.policy["init"] == "norm_ones"
     assert ranking.policy["proxy_options"] == {"gradsign": {"reduction": "mean"}}
     assert ranking.policy["order_terms"] == ["proxy", "params"] and ranking.policy["seeds"] == 2 == ranking.seeds
-    assert ranking.policy["summary"] == "mine: init=norm_ones, gradsign(reduction=mean), ordered by proxy + params, mean of 2 seeds"
+    assert (
+        ranking.policy["summary"]
+        == "mine: init=norm_ones, gradsign(reduction=mean), ordered by proxy + params, mean of 2 seeds"
+    )
 
     data = json.loads(ranking.to_json(tmp_path / "r.json").read_text())
     assert data["policy"] == ranking.policy
@@ -196,8 +209,9 @@ def test_uniform_init_is_drawn_under_the_seed_and_leaves_the_callers_rng_alone(b
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     assert random.getstate() == py_state
     for name, factory in (("z", zero_residual), ("w4", tiny(4))):
-        assert ranking[name].per_seed["gradsign"] == [expected_gradsign(factory, batch, "uniform", seed=s).score
-                                                      for s in range(2)]
+        assert ranking[name].per_seed["gradsign"] == [
+            expected_gradsign(factory, batch, "uniform", seed=s).score for s in range(2)
+        ]
     assert ranking["z"].signal > LOW_SIGNAL  # reset_parameters() set the zeroed BatchNorm weight back to 1
 
 
@@ -319,8 +333,15 @@ class Wrapped(LightningModule):
 
 def fit(module, batch, callback, tmp_path):
     trainer = Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, limit_train_batches=0, limit_val_batches=0, default_root_dir=tmp_path,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        limit_train_batches=0,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
         callbacks=[callback],
     )
     trainer.fit(module, DataLoader(TensorDataset(*batch), batch_size=len(batch[0])))
@@ -389,7 +410,8 @@ def test_the_shipped_real_model_default_orders_by_params_and_shows_gradsign(batc
     assert [r.name for r in ranking.rows] == sorted(cands, key=lambda n: -ranking[n].params)
     assert all(len(r.per_seed["gradsign"]) == REAL_MODEL_POLICY.seeds for r in ranking.rows)
     assert ranking["z"].scores["gradsign"] == pytest.approx(
-        sum(expected_gradsign(zero_residual, batch, "uniform", seed=s).score for s in range(3)) / 3, rel=1e-12)
+        sum(expected_gradsign(zero_residual, batch, "uniform", seed=s).score for s in range(3)) / 3, rel=1e-12
+    )
 
 
 def test_the_report_judges_a_combined_order_by_its_ranks(batch):
@@ -401,8 +423,11 @@ def test_the_report_judges_a_combined_order_by_its_ranks(batch):
     by_rank = [r.name for r in ranking.rows]
     trained = [{"name": n, "status": "trained", "test_acc": acc} for n, acc in zip(by_rank, (0.9, 0.5, 0.1))]
     stats = agreement(ranking, trained)
-    assert stats["the ranking (gradsign + params)"] == {"spearman": pytest.approx(1.0, abs=1e-5), "kendall": pytest.approx(1.0, abs=1e-5),
-                                                         "n": 3}
+    assert stats["the ranking (gradsign + params)"] == {
+        "spearman": pytest.approx(1.0, abs=1e-5),
+        "kendall": pytest.approx(1.0, abs=1e-5),
+        "n": 3,
+    }
     plain = agreement(run(cands, batch, policy=ScoringPolicy("p", order_terms=("params",))), trained)
     assert not any(k.startswith("the ranking") for k in plain)  # ordered by params: the params row says it
 

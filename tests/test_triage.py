@@ -37,8 +37,14 @@ def batch():
 
 
 def test_ranks_by_the_first_proxy_keeps_top_k_and_isolates_failures(batch):
-    cands = {"w4": tiny(4), "w16": tiny(16), "w8": tiny(8), "broken": BrokenCNN, "nan": nan_model,
-             "wrong": "timm:resnet18"}
+    cands = {
+        "w4": tiny(4),
+        "w16": tiny(16),
+        "w8": tiny(8),
+        "broken": BrokenCNN,
+        "nan": nan_model,
+        "wrong": "timm:resnet18",
+    }
     cands["wrong"] = {"class_path": "tests.models.TinyCNN", "init_args": {"width": 2}}
     ranking = rank(cands, batch, ["params", "gradsign"], top_k=2, num_classes=5, progress=False, policy="cell-space")
     # ordered by params: the nan GradSign of "nan" does not stop it ranking (same size as w4: a tie, input order)
@@ -53,8 +59,9 @@ def test_ranks_by_the_first_proxy_keeps_top_k_and_isolates_failures(batch):
     assert any(w.startswith("gradsign could not be scored") for w in ranking["nan"].warnings)
     assert "non-finite" in ranking["nan"].failed_proxies["gradsign"]
     # ordered by GradSign, the same candidate fails, with the reason
-    by_gradsign = rank(cands, batch, ["params", "gradsign"], order_by="gradsign", num_classes=5, progress=False,
-                       policy="cell-space")
+    by_gradsign = rank(
+        cands, batch, ["params", "gradsign"], order_by="gradsign", num_classes=5, progress=False, policy="cell-space"
+    )
     assert by_gradsign["nan"].status == "failed" and by_gradsign["nan"].reason.startswith("gradsign: ")
     # the numbers are the proxies' own
     torch.manual_seed(0)
@@ -66,8 +73,9 @@ def test_ranks_by_the_first_proxy_keeps_top_k_and_isolates_failures(batch):
 
 def test_budgets_and_seeds(batch):
     cands = {"w4": tiny(4), "w32": tiny(32)}
-    ranking = rank(cands, batch, ["gradsign"], seeds=3, max_params=1000, num_classes=5, progress=False,
-                   policy="cell-space")
+    ranking = rank(
+        cands, batch, ["gradsign"], seeds=3, max_params=1000, num_classes=5, progress=False, policy="cell-space"
+    )
     assert ranking["w32"].status == "over budget" and "max_params" in ranking["w32"].reason
     assert ranking["w4"].kept and ranking["w4"].spread["gradsign"] > 0
     seeds = []
@@ -111,13 +119,15 @@ def test_a_changed_spec_is_scored_again_under_its_own_key(batch, tmp_path):
     a = rank(small, batch, ["gradsign"], cache=tmp_path, num_classes=5, progress=False, policy="cell-space")
     b = rank(wide, batch, ["gradsign"], cache=tmp_path, num_classes=5, progress=False, policy="cell-space")
     assert a["m"].params < b["m"].params and a["m"].scores != b["m"].scores
-    assert b["m"].params == rank(wide, batch, ["gradsign"], num_classes=5, progress=False,
-                                 policy="cell-space")["m"].params
+    assert (
+        b["m"].params == rank(wide, batch, ["gradsign"], num_classes=5, progress=False, policy="cell-space")["m"].params
+    )
 
 
 def test_order_by_ensemble(batch):
-    ranking = rank({"a": tiny(4), "b": tiny(16)}, batch, ["params", "synflow"], order_by="ensemble", num_classes=5,
-                   progress=False)
+    ranking = rank(
+        {"a": tiny(4), "b": tiny(16)}, batch, ["params", "synflow"], order_by="ensemble", num_classes=5, progress=False
+    )
     assert ranking.order_by == "ensemble" and ranking.rows[0].name == "b"
 
 

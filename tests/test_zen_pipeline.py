@@ -18,8 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gradsign_pl.cli.fit", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=900, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gradsign_pl.cli.fit", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+        check=False,
+    )
 
 
 def save_random_teacher(path: Path, model: str, num_classes: int) -> Path:
@@ -38,12 +44,36 @@ def imagenet_dry_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zen_imagenet")
     data = tiny_imagefolder(tmp / "imagenet", 224)
     teacher = save_random_teacher(tmp / "teacher.pth", "timm:tf_efficientnet_b3", 2)
-    args = ["--config", str(ROOT / "recipes" / "zen_imagenet.yaml"), "--run_dir", str(tmp / "run"),
-            "--data.init_args.root", str(data), "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-            "--distill.checkpoint", str(teacher), "--search.iterations", "4", "--search.population_size", "3",
-            "--search.max_samples", "4", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
-            "--trainer.devices", "1", "--trainer.strategy", "auto",
-            "--trainer.enable_progress_bar", "false"]
+    args = [
+        "--config",
+        str(ROOT / "recipes" / "zen_imagenet.yaml"),
+        "--run_dir",
+        str(tmp / "run"),
+        "--data.init_args.root",
+        str(data),
+        "--data.init_args.batch_size",
+        "4",
+        "--data.init_args.num_workers",
+        "0",
+        "--distill.checkpoint",
+        str(teacher),
+        "--search.iterations",
+        "4",
+        "--search.population_size",
+        "3",
+        "--search.max_samples",
+        "4",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.strategy",
+        "auto",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     result = fit(*args)
     return tmp, args, result
 
@@ -81,13 +111,27 @@ SMALL = "SuperConvK3BNRELU(3,8,1,1)SuperResK3K3(8,16,2,8,1)SuperConvK1BNRELU(16,
 def small_recipe(tmp_path: Path, **overrides) -> Path:
     data = tiny_imagefolder(tmp_path / "folder", 32)
     config = {
-        "seed_everything": 0, "run_dir": str(tmp_path / "run"), "candidates": [],
-        "search": {"iterations": 6, "population_size": 3, "max_params": 60000, "resolution": 32, "max_samples": 8,
-                   "top_k": 2, "init_structure": SMALL},
+        "seed_everything": 0,
+        "run_dir": str(tmp_path / "run"),
+        "candidates": [],
+        "search": {
+            "iterations": 6,
+            "population_size": 3,
+            "max_params": 60000,
+            "resolution": 32,
+            "max_samples": 8,
+            "top_k": 2,
+            "init_structure": SMALL,
+        },
         "triage": {"proxies": ["gradsign", "params"], "top_k": 1},
-        "data": {"class_path": "gradsign_pl.data.datamodules.ImageFolderDataModule",
-                 "init_args": {"root": str(data), "image_size": 32, "batch_size": 4, "num_workers": 0}},
-        "model": {"class_path": "gradsign_pl.modules.DistillationModule", "init_args": {"optimizer": "sgd", "lr": 0.05}},
+        "data": {
+            "class_path": "gradsign_pl.data.datamodules.ImageFolderDataModule",
+            "init_args": {"root": str(data), "image_size": 32, "batch_size": 4, "num_workers": 0},
+        },
+        "model": {
+            "class_path": "gradsign_pl.modules.DistillationModule",
+            "init_args": {"optimizer": "sgd", "lr": 0.05},
+        },
         "trainer": {"max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False},
     }
     config.update(overrides)
@@ -98,12 +142,25 @@ def small_recipe(tmp_path: Path, **overrides) -> Path:
 
 def test_teacher_is_trained_first_when_the_checkpoint_is_missing_and_a_baseline_runs(tmp_path):
     teacher = tmp_path / "teachers" / "t.pt"
-    result = fit("--config", str(small_recipe(tmp_path, distill={
-        "teacher": "tests.models.TinyCNN", "checkpoint": str(teacher), "train_teacher_epochs": 1})))
+    result = fit(
+        "--config",
+        str(
+            small_recipe(
+                tmp_path,
+                distill={"teacher": "tests.models.TinyCNN", "checkpoint": str(teacher), "train_teacher_epochs": 1},
+            )
+        ),
+    )
     # tests.models.TinyCNN is not a spec string: the teacher must be a spec gradsign-fit accepts
     assert result.returncode == 2 and "teacher" in result.stderr
-    result = fit("--config", str(small_recipe(tmp_path, distill={
-        "teacher": "timm:resnet10t", "checkpoint": str(teacher), "train_teacher_epochs": 1})))
+    result = fit(
+        "--config",
+        str(
+            small_recipe(
+                tmp_path, distill={"teacher": "timm:resnet10t", "checkpoint": str(teacher), "train_teacher_epochs": 1}
+            )
+        ),
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert teacher.is_file() and teacher.with_name("t.pt.json").is_file()
     names = [json.loads(line)["name"] for line in (tmp_path / "run" / "trained.jsonl").read_text().splitlines()]
@@ -111,16 +168,26 @@ def test_teacher_is_trained_first_when_the_checkpoint_is_missing_and_a_baseline_
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "trained by this recipe" in markdown and names[1] in markdown
     # the baseline is the same DistillationModule without a teacher (same optimiser, schedule and loss otherwise)
-    baseline_hparams = yaml.safe_load(next((tmp_path / "run" / "train").glob("*no_teacher*/*/lightning_logs/*/hparams.yaml"))
-                                      .read_text())
+    baseline_hparams = yaml.safe_load(
+        next((tmp_path / "run" / "train").glob("*no_teacher*/*/lightning_logs/*/hparams.yaml")).read_text()
+    )
     assert "kd_weight" in baseline_hparams and "warmup_fraction" in baseline_hparams
 
 
 def test_ddp_two_cpu_processes_search_once_train_in_step_and_write_once(tmp_path):
     teacher = tmp_path / "t.pt"
-    result = fit("--config", str(small_recipe(tmp_path, distill={
-        "teacher": "timm:resnet10t", "checkpoint": str(teacher), "train_teacher_epochs": 1})),
-        "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    result = fit(
+        "--config",
+        str(
+            small_recipe(
+                tmp_path, distill={"teacher": "timm:resnet10t", "checkpoint": str(teacher), "train_teacher_epochs": 1}
+            )
+        ),
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     lines = (tmp_path / "run" / "trained.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all(json.loads(line)["status"] == "trained" for line in lines)
@@ -142,12 +209,15 @@ def test_search_budget_below_the_initial_structure_is_a_clear_error(tmp_path):
     assert "smaller init_structure" in result.stderr
 
 
-@pytest.mark.parametrize("options, error, message", [
-    ({"teacher": "timm:efficientnet_b9"}, ValueError, "distill.teacher 'timm:efficientnet_b9' is not a model spec"),
-    ({"checkpoint": None}, ValueError, "distill.checkpoint is not set"),
-    ({"teacher_hparams": {"lr": 0.1, "momentum": 0.9}}, ValueError, "unknown key(s) ['momentum']"),
-    ({}, FileNotFoundError, "does not exist; the teacher is never downloaded"),
-])
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"teacher": "timm:efficientnet_b9"}, ValueError, "distill.teacher 'timm:efficientnet_b9' is not a model spec"),
+        ({"checkpoint": None}, ValueError, "distill.checkpoint is not set"),
+        ({"teacher_hparams": {"lr": 0.1, "momentum": 0.9}}, ValueError, "unknown key(s) ['momentum']"),
+        ({}, FileNotFoundError, "does not exist; the teacher is never downloaded"),
+    ],
+)
 def test_distill_options_are_checked_before_any_work(tmp_path, options, error, message):
     from gradsign_pl.cli.stages import DistillOptions
 

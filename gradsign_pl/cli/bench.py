@@ -1,9 +1,9 @@
 """``gradsign-bench``: studies of zero-cost proxies on search spaces with ground truth.
 
-    gradsign-bench correlate --dataset cifar10 --n_archs 1000            # Table 5.2 + scatter plots
-    gradsign-bench correlate --help
-    gradsign-bench select --runs 500                                     # Table 5.4 from the cached scores
-    gradsign-bench nas --runs 500 --budget_seconds 12000                 # Table 5.5 on tabular NB-201
+gradsign-bench correlate --dataset cifar10 --n_archs 1000            # Table 5.2 + scatter plots
+gradsign-bench correlate --help
+gradsign-bench select --runs 500                                     # Table 5.4 from the cached scores
+gradsign-bench nas --runs 500 --budget_seconds 12000                 # Table 5.5 on tabular NB-201
 """
 
 from __future__ import annotations
@@ -95,8 +95,10 @@ def correlate(
     )
     print_table(study)
     paths = write_study(study, out_dir, plots=plots)
-    print(f"wrote {', '.join(str(p) for k, p in paths.items() if not k.startswith('scatter_'))} "
-          f"and {sum(k.startswith('scatter_') for k in paths)} scatter plots in {out_dir}")
+    print(
+        f"wrote {', '.join(str(p) for k, p in paths.items() if not k.startswith('scatter_'))} "
+        f"and {sum(k.startswith('scatter_') for k in paths)} scatter plots in {out_dir}"
+    )
     if study.failures:
         print(f"{len(study.failures)} scores failed (nan); reasons are in summary.json", file=sys.stderr)
 
@@ -153,8 +155,7 @@ def select(
     nb_table = _load_table(table, data_dir)
     proxies = list(proxies or ["gradsign", "synflow", "naswot"])
     scores = {p: CachedScorer(cache_dir, p, nb_table, failed_score=float("nan")).scores() for p in proxies}
-    study = selection.run_selection(scores, nb_table, n_values=tuple(n_values or (10, 100, 1000)), runs=runs,
-                                    seed=seed)
+    study = selection.run_selection(scores, nb_table, n_values=tuple(n_values or (10, 100, 1000)), runs=runs, seed=seed)
     study.settings["cache"] = str(cache_dir)
     out_dir = Path(out or f"runs/select/{cache_dir.name}-r{runs}-s{seed}")
     selection.print_table(study)
@@ -227,22 +228,37 @@ def nas(
     nb_table = _load_table(table, data_dir)
     scorer = CachedScorer(cache_dir, proxy, nb_table) if cache_dir is not None else None
     space = NB201CellSpace(scorer.archs if restrict_to_cache and scorer is not None else None)
-    evaluator = TabularEvaluator(nb_table, "cifar10", cost_model=ParamsCostModel(
-        mean_seconds=NB201_EPOCHS * epoch_seconds, fixed_fraction=fixed_fraction))
+    evaluator = TabularEvaluator(
+        nb_table,
+        "cifar10",
+        cost_model=ParamsCostModel(mean_seconds=NB201_EPOCHS * epoch_seconds, fixed_fraction=fixed_fraction),
+    )
     budget_tag = f"{budget_seconds:g}" if budget_seconds is not None else f"e{max_evaluations}"
     name = cache_dir.name if cache_dir is not None else "full"
     out_dir = Path(out or f"runs/nas/{name}-{proxy}-b{budget_tag}-s{seed}")
     try:
-        study = nas_study.run_nas(strategies, runs=runs, budget_seconds=budget_seconds,
-                                  max_evaluations=max_evaluations, charge_scoring=charge_scoring, seed=seed,
-                                  space=space, evaluator=evaluator, scorer=scorer, out_dir=out_dir,
-                                  pool_size=pool_size, strategy_kwargs=strategy_kwargs)
+        study = nas_study.run_nas(
+            strategies,
+            runs=runs,
+            budget_seconds=budget_seconds,
+            max_evaluations=max_evaluations,
+            charge_scoring=charge_scoring,
+            seed=seed,
+            space=space,
+            evaluator=evaluator,
+            scorer=scorer,
+            out_dir=out_dir,
+            pool_size=pool_size,
+            strategy_kwargs=strategy_kwargs,
+        )
     except ModuleNotFoundError as exc:
         raise ValueError(f"the NAS strategies are not available ({exc})") from None
     nas_study.print_table(study)
     paths = nas_study.write_nas(study, out_dir, plot=plot)
-    print(f"wrote {', '.join(str(p) for p in paths.values())} ({study.computed} new runs, "
-          f"{len(study.records)} in total; runs.jsonl holds every run)")
+    print(
+        f"wrote {', '.join(str(p) for p in paths.values())} ({study.computed} new runs, "
+        f"{len(study.records)} in total; runs.jsonl holds every run)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

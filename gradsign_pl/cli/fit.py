@@ -60,18 +60,39 @@ QUICKSTART_CANDIDATES: list[str | dict] = [
     "timm:regnetx_002",
     "torchvision:shufflenet_v2_x0_5",
     "torchvision:squeezenet1_1",
-    {"model": "timm:vit_tiny_patch16_224", "name": "timm:vit_tiny_patch8_32", "kwargs": {"img_size": 32, "patch_size": 8}},
+    {
+        "model": "timm:vit_tiny_patch16_224",
+        "name": "timm:vit_tiny_patch8_32",
+        "kwargs": {"img_size": 32, "patch_size": 8},
+    },
 ]
 """The quickstart's candidates (also in ``recipes/quickstart.yaml``): CNNs of four families, two torchvision
 models and a small ViT, all fitted to 32x32 single-channel digits."""
 
 #: init arguments of the model section that gradsign-fit supplies (the candidate network, the data's classes) or
 #: that the ``distill`` section owns: they are not recipe keys under ``model``
-SUPPLIED = {"backbone", "num_classes", "teacher", "teacher_resolution", "temperature", "kd_weight", "feature_weight",
-            "feature_loss", "feature_stages", "mixup_alpha"}
+SUPPLIED = {
+    "backbone",
+    "num_classes",
+    "teacher",
+    "teacher_resolution",
+    "temperature",
+    "kd_weight",
+    "feature_weight",
+    "feature_loss",
+    "feature_stages",
+    "mixup_alpha",
+}
 #: trainer settings that change how a run is shown or logged, not what it computes (left out of the identity)
-COSMETIC_TRAINER_KEYS = {"logger", "enable_progress_bar", "enable_model_summary", "log_every_n_steps",
-                         "default_root_dir", "profiler", "barebones"}
+COSMETIC_TRAINER_KEYS = {
+    "logger",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "log_every_n_steps",
+    "default_root_dir",
+    "profiler",
+    "barebones",
+}
 UsageError = (ValueError, KeyError, TypeError, FileNotFoundError)
 
 
@@ -146,44 +167,72 @@ class GradSignFitCLI(LightningCLI):
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(self.trainer_class, "trainer")
         parser.set_defaults({"trainer." + k: v for k, v in self.trainer_defaults.items() if k != "callbacks"})
-        parser.add_subclass_arguments(pl.LightningModule, "model", skip=SUPPLIED, instantiate=False, required=False,
-                                      default={"class_path": "gradsign_pl.modules.ClassificationModule"},
-                                      help="the LightningModule every candidate trains in: it takes the candidate "
-                                           "network as `backbone` and the data's `num_classes` (both supplied)")
+        parser.add_subclass_arguments(
+            pl.LightningModule,
+            "model",
+            skip=SUPPLIED,
+            instantiate=False,
+            required=False,
+            default={"class_path": "gradsign_pl.modules.ClassificationModule"},
+            help="the LightningModule every candidate trains in: it takes the candidate "
+            "network as `backbone` and the data's `num_classes` (both supplied)",
+        )
         parser.add_lightning_class_args(pl.LightningDataModule, "data", subclass_mode=True)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.add_argument("--candidates", type=list[str | dict], default=QUICKSTART_CANDIDATES,
-                            help="candidate models: timm:<name>, torchvision:<name>, nb201:<arch|index>, or "
-                                 "{class_path, init_args} / {model, kwargs, name} mappings")
+        parser.add_argument(
+            "--candidates",
+            type=list[str | dict],
+            default=QUICKSTART_CANDIDATES,
+            help="candidate models: timm:<name>, torchvision:<name>, nb201:<arch|index>, or "
+            "{class_path, init_args} / {model, kwargs, name} mappings",
+        )
         parser.add_class_arguments(TriageOptions, "triage")
-        parser.add_argument("--search", type=SearchOptions | None, default=None,
-                            help="evolutionary search before ranking; its top structures join the candidates")
+        parser.add_argument(
+            "--search",
+            type=SearchOptions | None,
+            default=None,
+            help="evolutionary search before ranking; its top structures join the candidates",
+        )
         parser.add_class_arguments(HalvingOptions, "halving")
-        parser.add_argument("--distill", type=DistillOptions | None, default=None,
-                            help="train the kept candidates as students of a frozen teacher")
-        parser.add_argument("--run_dir", type=str | None, default=None,
-                            help="where everything is written (default: trainer.default_root_dir, else "
-                                 "runs/<recipe file name>)")
-        parser.add_argument("--checkpoint_every_n_steps", type=int, default=100,
-                            help="optimiser steps between the last.ckpt saves a killed training resumes from")
+        parser.add_argument(
+            "--distill",
+            type=DistillOptions | None,
+            default=None,
+            help="train the kept candidates as students of a frozen teacher",
+        )
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help="where everything is written (default: trainer.default_root_dir, else runs/<recipe file name>)",
+        )
+        parser.add_argument(
+            "--checkpoint_every_n_steps",
+            type=int,
+            default=100,
+            help="optimiser steps between the last.ckpt saves a killed training resumes from",
+        )
         parser.add_argument("--score_only", type=bool, default=False, help="rank only, train nothing")
-        parser.set_defaults({
-            "data": {"class_path": "gradsign_pl.data.datamodules.DigitsDataModule"},
-            "trainer.max_epochs": 3,
-            "trainer.accelerator": "auto",
-            "trainer.devices": 1,
-            "trainer.enable_model_summary": False,
-            "trainer.log_every_n_steps": 10,
-        })
+        parser.set_defaults(
+            {
+                "data": {"class_path": "gradsign_pl.data.datamodules.DigitsDataModule"},
+                "trainer.max_epochs": 3,
+                "trainer.accelerator": "auto",
+                "trainer.devices": 1,
+                "trainer.enable_model_summary": False,
+                "trainer.log_every_n_steps": 10,
+            }
+        )
 
     def instantiate_classes(self) -> None:
         self.config_init = self.parser.instantiate(self.config)
         self.datamodule = self._get(self.config_init, "data")
         self.model = None
 
-    def fresh_trainer(self, *, default_root_dir: str, callbacks: list[Any], log_name: str,
-                      **overrides: Any) -> pl.Trainer:
+    def fresh_trainer(
+        self, *, default_root_dir: str, callbacks: list[Any], log_name: str, **overrides: Any
+    ) -> pl.Trainer:
         """A new Trainer from the recipe, with freshly instantiated callbacks and loggers (never shared between runs).
 
         ``default_root_dir`` is the candidate's folder inside the run directory (which itself defaults to the
@@ -274,13 +323,15 @@ def plan_run(cli: GradSignFitCLI) -> Plan:
 
         get_signal(cfg.halving.signal)
         if distill is not None:
-            raise ValueError("triage.strategy: halving does not combine with distill yet: train students with "
-                             "strategy top_k")
+            raise ValueError(
+                "triage.strategy: halving does not combine with distill yet: train students with strategy top_k"
+            )
         if triage.top_k is None:
             raise ValueError("triage.strategy: halving needs triage.top_k (how many candidates train fully)")
         budget = cfg.halving.budget if cfg.halving.budget_steps is None else None
-        plan_rungs(max(len(cands), 2), 1000, eta=cfg.halving.eta, budget=budget if budget is not None else 0.5,
-                   final=1)  # eta / budget values are checked now, the full plan once the data is known
+        plan_rungs(
+            max(len(cands), 2), 1000, eta=cfg.halving.eta, budget=budget if budget is not None else 0.5, final=1
+        )  # eta / budget values are checked now, the full plan once the data is known
         if cfg.halving.budget_steps is None and cfg.halving.budget is None:
             raise ValueError("halving: set budget (a fraction) or budget_steps")
     if cfg.checkpoint_every_n_steps < 1:
@@ -310,11 +361,15 @@ def _check_module_class(module_class: type, distill: DistillOptions | None) -> N
     params = inspect.signature(module_class.__init__).parameters
     missing = [p for p in ("backbone", "num_classes") if p not in params]
     if missing:
-        raise ValueError(f"model.class_path {module_class.__qualname__} must take the candidate network as "
-                         f"`backbone` and the data's `num_classes`; it has no {', '.join(missing)}")
+        raise ValueError(
+            f"model.class_path {module_class.__qualname__} must take the candidate network as "
+            f"`backbone` and the data's `num_classes`; it has no {', '.join(missing)}"
+        )
     if distill is not None and not issubclass(module_class, DistillationModule):
-        raise ValueError("distill trains students in a DistillationModule: set model.class_path: "
-                         f"gradsign_pl.modules.DistillationModule (or a subclass), got {module_class.__qualname__}")
+        raise ValueError(
+            "distill trains students in a DistillationModule: set model.class_path: "
+            f"gradsign_pl.modules.DistillationModule (or a subclass), got {module_class.__qualname__}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ run
@@ -330,8 +385,14 @@ def training_recipe(cli: GradSignFitCLI, plan: Plan, teacher: Any = None) -> Tra
     def module(backbone: Any) -> pl.LightningModule:
         return plan.module_class(backbone=backbone, num_classes=dm.num_classes, **kwargs)
 
-    return TrainingRecipe(module=module, trainer=cli.fresh_trainer, datamodule=dm, seed=cli.config.seed_everything,
-                          settings=plan.settings, checkpoint_every=cli.config.checkpoint_every_n_steps)
+    return TrainingRecipe(
+        module=module,
+        trainer=cli.fresh_trainer,
+        datamodule=dm,
+        seed=cli.config.seed_everything,
+        settings=plan.settings,
+        checkpoint_every=cli.config.checkpoint_every_n_steps,
+    )
 
 
 def teacher_module(plan: Plan, num_classes: int) -> Any:
@@ -368,10 +429,21 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
         specs += found
         print(f"search: {len(found)} structure(s) join the candidates; best: {found[0]['name']} {found[0]['model']}")
     cands = [candidate(s) for s in specs]
-    ranking = rank({c.name: c for c in cands}, dm, triage.proxies, policy=triage.policy, seeds=triage.seeds,
-                   options=triage.options, max_params=triage.max_params, max_flops=triage.max_flops,
-                   top_k=triage.top_k, cache=run_dir / "scores", num_classes=dm.num_classes, order_by=triage.order_by,
-                   max_samples=triage.max_samples)
+    ranking = rank(
+        {c.name: c for c in cands},
+        dm,
+        triage.proxies,
+        policy=triage.policy,
+        seeds=triage.seeds,
+        options=triage.options,
+        max_params=triage.max_params,
+        max_flops=triage.max_flops,
+        top_k=triage.top_k,
+        cache=run_dir / "scores",
+        num_classes=dm.num_classes,
+        order_by=triage.order_by,
+        max_samples=triage.max_samples,
+    )
     if writer:
         ranking.print()
         ranking.to_csv(run_dir / "ranking.csv")
@@ -390,11 +462,18 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
         teacher = None
         recipe = training_recipe(cli, plan)
         if plan.distill is not None:
+
             def train_teacher(net: Any, name: str) -> dict[str, Any]:
-                return train_candidate(None, recipe, run_dir / "train", name=name, backbone=net,
-                                       identity=run_identity(None, recipe, {"teacher_stage": plan.distill.teacher}),
-                                       module_factory=teacher_module(plan, dm.num_classes),
-                                       trainer_overrides={"max_epochs": plan.distill.train_teacher_epochs})
+                return train_candidate(
+                    None,
+                    recipe,
+                    run_dir / "train",
+                    name=name,
+                    backbone=net,
+                    identity=run_identity(None, recipe, {"teacher_stage": plan.distill.teacher}),
+                    module_factory=teacher_module(plan, dm.num_classes),
+                    trainer_overrides={"max_epochs": plan.distill.train_teacher_epochs},
+                )
 
             teacher, sections["distillation"] = prepare_teacher(plan.distill, dm, train_teacher, write=writer)
         jobs = [(row.name, by_name[row.name], teacher) for row in ranking.kept]
@@ -407,16 +486,20 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
             identity = run_identity(cand, job_recipe, extra)
             previous = history.get((name, identity), {})
             if previous.get("status") == "trained":
-                print(f"{name}: already trained under these settings "
-                      f"({100 * (previous.get('test_acc') or math.nan):.2f}% test), reused")
+                print(
+                    f"{name}: already trained under these settings "
+                    f"({100 * (previous.get('test_acc') or math.nan):.2f}% test), reused"
+                )
                 results.append(previous)
                 continue
             _say_what_changed(name, identity, history, {**plan.settings, **extra})
             print(f"training {name}" + (f" as a student of {plan.distill.teacher}" if teach is not None else ""))
             record = train_candidate(cand, job_recipe, run_dir / "train", name=name, identity=identity)
-            record.update(spec=cand.spec if isinstance(cand.spec, (str, dict)) else None,
-                          settings={**plan.settings, **extra},
-                          teacher=plan.distill.teacher if teach is not None and plan.distill is not None else None)
+            record.update(
+                spec=cand.spec if isinstance(cand.spec, (str, dict)) else None,
+                settings={**plan.settings, **extra},
+                teacher=plan.distill.teacher if teach is not None and plan.distill is not None else None,
+            )
             record.pop("curve", None)
             results.append(record)
             if writer:
@@ -424,38 +507,63 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
     if not cfg.score_only:
         failed = [r for r in results if r.get("status") != "trained"]
         if results and len(failed) == len(results):
-            print("gradsign-fit: every kept candidate failed to train: "
-                  + "; ".join(f"{r['name']}: {r.get('error')}" for r in failed), file=sys.stderr)
+            print(
+                "gradsign-fit: every kept candidate failed to train: "
+                + "; ".join(f"{r['name']}: {r.get('error')}" for r in failed),
+                file=sys.stderr,
+            )
             status = 1
     if not writer:
         return status
-    paths = write_report(run_dir, ranking, results, command=command, score_only=cfg.score_only, sections=sections,
-                         seconds=time.perf_counter() - t0)
+    paths = write_report(
+        run_dir,
+        ranking,
+        results,
+        command=command,
+        score_only=cfg.score_only,
+        sections=sections,
+        seconds=time.perf_counter() - t0,
+    )
     print(f"report: {paths['markdown']}")
     return status
 
 
-def _run_halving(cli: GradSignFitCLI, plan: Plan, cands: list[Candidate], ranking: Any,
-                 history: dict[tuple[str, str], dict[str, Any]]
-                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+def _run_halving(
+    cli: GradSignFitCLI,
+    plan: Plan,
+    cands: list[Candidate],
+    ranking: Any,
+    history: dict[tuple[str, str], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Successive halving over the ranked candidates: ``(survivors' trainings, the new ones among them, summary)``."""
     from gradsign_pl.halving import halving, summary
 
     cfg = cli.config
     options = cfg.halving
     recipe = training_recipe(cli, plan)
-    result = halving({c.name: c for c in cands}, recipe, plan.run_dir / "halving", eta=options.eta,
-                     budget=options.budget if options.budget_steps is None else None,
-                     budget_steps=options.budget_steps, signal=options.signal, final=cfg.triage.top_k,
-                     keep_after_rung0=options.keep_after_rung0, ranking=ranking, train_survivors=False)
+    result = halving(
+        {c.name: c for c in cands},
+        recipe,
+        plan.run_dir / "halving",
+        eta=options.eta,
+        budget=options.budget if options.budget_steps is None else None,
+        budget_steps=options.budget_steps,
+        signal=options.signal,
+        final=cfg.triage.top_k,
+        keep_after_rung0=options.keep_after_rung0,
+        ranking=ranking,
+        train_survivors=False,
+    )
     results, new = [], []
     for name in result.survivors:
         cand = next(c for c in cands if c.name == name)
         identity = run_identity(cand, recipe)
         previous = history.get((name, identity), {})
         if previous.get("status") == "trained":
-            print(f"{name}: already trained under these settings "
-                  f"({100 * (previous.get('test_acc') or math.nan):.2f}% test), reused")
+            print(
+                f"{name}: already trained under these settings "
+                f"({100 * (previous.get('test_acc') or math.nan):.2f}% test), reused"
+            )
             results.append(previous)
             continue
         print(f"training {name} for the full schedule, continuing from its last rung")
@@ -474,12 +582,17 @@ def _teacher_identity(distill: DistillOptions | None) -> dict[str, Any] | None:
         return None
     path = Path(str(distill.checkpoint))
     stat = path.stat() if path.is_file() else None
-    return {"model": distill.teacher, "checkpoint": str(path),
-            "file": [stat.st_size, int(stat.st_mtime)] if stat else None, **distill.module_kwargs()}
+    return {
+        "model": distill.teacher,
+        "checkpoint": str(path),
+        "file": [stat.st_size, int(stat.st_mtime)] if stat else None,
+        **distill.module_kwargs(),
+    }
 
 
-def _say_what_changed(name: str, identity: str, history: dict[tuple[str, str], dict[str, Any]],
-                      settings: dict[str, Any]) -> None:
+def _say_what_changed(
+    name: str, identity: str, history: dict[tuple[str, str], dict[str, Any]], settings: dict[str, Any]
+) -> None:
     """Print which settings differ from the latest earlier training of ``name``, when there is one."""
     earlier = [r for (n, i), r in history.items() if n == name and i != identity and r.get("settings")]
     if earlier:

@@ -97,10 +97,16 @@ class SearchOptions:
         from gradsign_pl.search.evolution import EvolutionSettings
 
         return EvolutionSettings(
-            iterations=self.iterations, population_size=self.population_size, max_params=self.max_params,
-            max_flops=self.max_flops, max_layers=self.max_layers,
-            resolution=self.resolution or int(datamodule.image_size), num_classes=int(datamodule.num_classes),
-            seed=self.seed, init_structure=self.init_structure)
+            iterations=self.iterations,
+            population_size=self.population_size,
+            max_params=self.max_params,
+            max_flops=self.max_flops,
+            max_layers=self.max_layers,
+            resolution=self.resolution or int(datamodule.image_size),
+            num_classes=int(datamodule.num_classes),
+            seed=self.seed,
+            init_structure=self.init_structure,
+        )
 
 
 @dataclasses.dataclass
@@ -150,7 +156,9 @@ class DistillOptions:
         try:
             candidate(self.teacher)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"distill.teacher {self.teacher!r} is not a model spec gradsign-fit can build: {exc}") from None
+            raise ValueError(
+                f"distill.teacher {self.teacher!r} is not a model spec gradsign-fit can build: {exc}"
+            ) from None
         if not self.checkpoint:
             raise ValueError(
                 "distill.checkpoint is not set: give the local path of the teacher's weights (they are never "
@@ -186,17 +194,24 @@ class DistillOptions:
 
     def module_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``DistillationModule`` that come from this section."""
-        return {"teacher_resolution": self.teacher_resolution, "temperature": self.temperature,
-                "kd_weight": self.kd_weight, "feature_weight": self.feature_weight, "feature_loss": self.feature_loss,
-                "feature_stages": self.feature_stages, "mixup_alpha": self.mixup_alpha}
+        return {
+            "teacher_resolution": self.teacher_resolution,
+            "temperature": self.temperature,
+            "kd_weight": self.kd_weight,
+            "feature_weight": self.feature_weight,
+            "feature_loss": self.feature_loss,
+            "feature_stages": self.feature_stages,
+            "mixup_alpha": self.mixup_alpha,
+        }
 
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_search(options: SearchOptions, datamodule: Any, out_dir: Path, *, progress: bool = True,
-               write: bool = True) -> tuple[list[dict], dict[str, Any]]:
+def run_search(
+    options: SearchOptions, datamodule: Any, out_dir: Path, *, progress: bool = True, write: bool = True
+) -> tuple[list[dict], dict[str, Any]]:
     """Run (or resume) the evolutionary search; write its outputs to ``out_dir``; return the top candidates.
 
     Returns ``([{"model": "zen:<structure>", "name": "zen#1-<hash>", ...}, ...], search_summary)``, best first,
@@ -218,21 +233,36 @@ def run_search(options: SearchOptions, datamodule: Any, out_dir: Path, *, progre
     num_classes = int(datamodule.num_classes)
     settings = options.settings(datamodule)
     x, y = first_batch(datamodule, max_samples=options.max_samples)
-    identity = {"space": options.space, "use_se": options.use_se, "proxy": options.proxy,
-                "max_samples": options.max_samples, "batch": batch_fingerprint(x, y),
-                "settings": dataclasses.asdict(settings)}
+    identity = {
+        "space": options.space,
+        "use_se": options.use_se,
+        "proxy": options.proxy,
+        "max_samples": options.max_samples,
+        "batch": batch_fingerprint(x, y),
+        "settings": dataclasses.asdict(settings),
+    }
     key = settings_hash(identity)
     checkpoint = out_dir / f"checkpoint-{key[:10]}.json"
     latest = out_dir / "settings.json"
     if write and latest.is_file():
         before = json.loads(latest.read_text())
         if before != json.loads(json.dumps(identity)):
-            print(f"search: settings changed since the last search in {out_dir} "
-                  f"({'; '.join(describe_settings_change(before, identity)[:6])}); searching again")
+            print(
+                f"search: settings changed since the last search in {out_dir} "
+                f"({'; '.join(describe_settings_change(before, identity)[:6])}); searching again"
+            )
     fitness: Any = None
     if write:
-        fitness = proxy_fitness(options.proxy, x, y, space, num_classes=num_classes,
-                                in_chans=int(datamodule.in_chans), device=_device(), init_seed=options.seed)
+        fitness = proxy_fitness(
+            options.proxy,
+            x,
+            y,
+            space,
+            num_classes=num_classes,
+            in_chans=int(datamodule.in_chans),
+            device=_device(),
+            init_seed=options.seed,
+        )
     else:
         state = json.loads(checkpoint.read_text()) if checkpoint.exists() else {}
         if state.get("next_iteration") != options.iterations or not (out_dir / "search.json").exists():
@@ -246,24 +276,38 @@ def run_search(options: SearchOptions, datamodule: Any, out_dir: Path, *, progre
         latest.write_text(json.dumps(identity, indent=2) + "\n")
     t0 = time.perf_counter()
     try:
-        result = evolution_search(space, fitness or (lambda structure: math.nan), settings, checkpoint=checkpoint,
-                                  progress=progress and write)
+        result = evolution_search(
+            space, fitness or (lambda structure: math.nan), settings, checkpoint=checkpoint, progress=progress and write
+        )
     except ValueError as exc:
         raise ValueError(f"search: {exc}") from None
     if write:
-        result.write(out_dir, k=options.top_k, extra={"proxy": options.proxy, "use_se": options.use_se,
-                                                      "max_samples": options.max_samples,
-                                                      "seconds_this_session": round(time.perf_counter() - t0, 1)})
+        result.write(
+            out_dir,
+            k=options.top_k,
+            extra={
+                "proxy": options.proxy,
+                "use_se": options.use_se,
+                "max_samples": options.max_samples,
+                "seconds_this_session": round(time.perf_counter() - t0, 1),
+            },
+        )
     summary = json.loads((out_dir / "search.json").read_text())
     kwargs = {"kwargs": {"use_se": True}} if options.use_se else {}
-    found = [{"model": f"{options.space}:{structure}",
-              "name": f"{options.space}#{i + 1}-{hashlib.sha1(structure.encode()).hexdigest()[:6]}", **kwargs}
-             for i, (structure, _) in enumerate(result.top(options.top_k))]
+    found = [
+        {
+            "model": f"{options.space}:{structure}",
+            "name": f"{options.space}#{i + 1}-{hashlib.sha1(structure.encode()).hexdigest()[:6]}",
+            **kwargs,
+        }
+        for i, (structure, _) in enumerate(result.top(options.top_k))
+    ]
     return found, summary
 
 
-def prepare_teacher(options: DistillOptions, datamodule: Any, train: Any, *,
-                    write: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+def prepare_teacher(
+    options: DistillOptions, datamodule: Any, train: Any, *, write: bool = True
+) -> tuple[nn.Module, dict[str, Any]]:
     """The frozen teacher: loaded from ``options.checkpoint``, or trained first when missing and allowed.
 
     ``train(backbone, name) -> record`` trains a network with the recipe's trainer (gradsign-fit passes its
@@ -282,12 +326,19 @@ def prepare_teacher(options: DistillOptions, datamodule: Any, train: Any, *,
     num_classes, in_chans = int(datamodule.num_classes), int(datamodule.in_chans)
     if path.exists():
         side = options.teacher_resolution or size
-        teacher = load_teacher(options.teacher, path, num_classes=num_classes, in_chans=in_chans,
-                               input_size=(side, side), trust_checkpoint=options.trust_checkpoint)
+        teacher = load_teacher(
+            options.teacher,
+            path,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            input_size=(side, side),
+            trust_checkpoint=options.trust_checkpoint,
+        )
     else:
         teacher = candidate(options.teacher).build(num_classes=num_classes, in_chans=in_chans, input_size=(size, size))
-        print(f"training the teacher {options.teacher} for {options.train_teacher_epochs} epoch(s); it is saved "
-              f"to {path}")
+        print(
+            f"training the teacher {options.teacher} for {options.train_teacher_epochs} epoch(s); it is saved to {path}"
+        )
         record = train(teacher, f"teacher {options.teacher}")
         if record.get("status") != "trained":
             raise RuntimeError(f"training the teacher failed: {record.get('error')}")
@@ -299,5 +350,9 @@ def prepare_teacher(options: DistillOptions, datamodule: Any, train: Any, *,
             save_teacher(teacher, path)
         teacher.eval().requires_grad_(False)
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    return teacher, {"model": options.teacher, "checkpoint": str(path), "test_acc": info.get("test_acc"),
-                     "trained_here": bool(info)}
+    return teacher, {
+        "model": options.teacher,
+        "checkpoint": str(path),
+        "test_acc": info.get("test_acc"),
+        "trained_here": bool(info),
+    }

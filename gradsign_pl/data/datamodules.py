@@ -35,7 +35,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 def _split(n: int, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     n_val, n_test = round(n * fractions[0]), round(n * fractions[1])
-    return order[n_val + n_test:], order[:n_val], order[n_val:n_val + n_test]
+    return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
 
 
 class _TensorDataModule(pl.LightningDataModule):
@@ -127,8 +127,11 @@ class _AugmentedImages(Dataset):
 
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(labels.astype(np.int64))
-        self.augment = v2.Compose([v2.RandomCrop(32, padding=4, padding_mode="reflect"),
-                                   v2.RandomHorizontalFlip()]) if train else None
+        self.augment = (
+            v2.Compose([v2.RandomCrop(32, padding=4, padding_mode="reflect"), v2.RandomHorizontalFlip()])
+            if train
+            else None
+        )
         self.normalize = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
 
     def __len__(self) -> int:
@@ -152,7 +155,7 @@ def decode_jpeg_npz(path: Path, split: str, limit: int | None = None) -> tuple[n
     n = len(labels) if limit is None else min(limit, len(labels))
     images = np.empty((n, 32, 32, 3), dtype=np.uint8)
     for i in range(n):
-        images[i] = np.asarray(Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
+        images[i] = np.asarray(Image.open(io.BytesIO(blob[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB"))
     return images, np.asarray(labels[:n])
 
 
@@ -169,9 +172,16 @@ class CIFAR10DataModule(_TensorDataModule):
     in_chans = 3
     image_size = 32
 
-    def __init__(self, data_dir: str | None = None, batch_size: int = 128, val_size: int = 5000,
-                 train_size: int | None = None, test_size: int | None = None, seed: int = 0,
-                 num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 128,
+        val_size: int = 5000,
+        train_size: int | None = None,
+        test_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
         super().__init__(batch_size, num_workers)
         self.data_dir = data_dir
         self.val_size, self.train_size, self.test_size, self.seed = val_size, train_size, test_size, seed
@@ -208,11 +218,11 @@ class CIFAR10DataModule(_TensorDataModule):
             return
         xtr, ytr, xte, yte = self._load()
         order = np.random.default_rng(self.seed).permutation(len(ytr))
-        val, train = order[:self.val_size], order[self.val_size:]
+        val, train = order[: self.val_size], order[self.val_size :]
         if self.train_size is not None:
-            train = train[:self.train_size]
+            train = train[: self.train_size]
         if self.test_size is not None:
-            xte, yte = xte[:self.test_size], yte[:self.test_size]
+            xte, yte = xte[: self.test_size], yte[: self.test_size]
         self.train_set = _AugmentedImages(xtr[train], ytr[train], train=True)
         self.val_set = _AugmentedImages(xtr[val], ytr[val], train=False)
         self.test_set = _AugmentedImages(xte, yte, train=False)
@@ -228,8 +238,15 @@ class ImageFolderDataModule(_TensorDataModule):
 
     in_chans = 3
 
-    def __init__(self, root: str, image_size: int = 224, batch_size: int = 64, num_workers: int = 2,
-                 auto_augment: bool = False, random_erasing: float = 0.0) -> None:
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        auto_augment: bool = False,
+        random_erasing: float = 0.0,
+    ) -> None:
         super().__init__(batch_size, num_workers)
         if not 0.0 <= random_erasing <= 1.0:
             raise ValueError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
@@ -257,8 +274,14 @@ class ImageFolderDataModule(_TensorDataModule):
         if self.random_erasing > 0:
             train.append(transforms.RandomErasing(p=self.random_erasing))
         train_tf = transforms.Compose(train)
-        eval_tf = transforms.Compose([transforms.Resize(int(self.image_size * 8 / 7)),
-                                      transforms.CenterCrop(self.image_size), transforms.ToTensor(), norm])
+        eval_tf = transforms.Compose(
+            [
+                transforms.Resize(int(self.image_size * 8 / 7)),
+                transforms.CenterCrop(self.image_size),
+                transforms.ToTensor(),
+                norm,
+            ]
+        )
         self.train_set = SeededView(datasets.ImageFolder(str(self.root / "train"), train_tf))
         self.val_set = datasets.ImageFolder(str(self.root / "val"), eval_tf)
         self.test_set = self.val_set

@@ -28,8 +28,7 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
             return c
     looked = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(
-        f"no data directory found (looked in: {looked}); pass the directory explicitly "
-        f"or set {DATA_ENV}=/path/to/data"
+        f"no data directory found (looked in: {looked}); pass the directory explicitly or set {DATA_ENV}=/path/to/data"
     )
 
 
@@ -38,5 +37,7 @@ def data_file(name: str, root: str | os.PathLike | None = None) -> Path:
     directory = data_dir(root)
     f = directory / name
     if not f.is_file():
-        raise FileNotFoundError(f"{name} is not in the data directory {directory}; copy or link it there, or pass root=")
+        raise FileNotFoundError(
+            f"{name} is not in the data directory {directory}; copy or link it there, or pass root="
+        )
     return f

@@ -105,7 +105,7 @@ class ResumableSampler(DistributedSampler):
         order = self.order(epoch)
         if world > 1 and order:
             total = len(self) * world
-            order = (order * math.ceil(total / len(order)))[:total][self.rank::world]
+            order = (order * math.ceil(total / len(order)))[:total][self.rank :: world]
         skip = self.completed_batches() * self.batch_size
         for i in order[skip:]:
             yield mix_seed(self.seed, epoch, i), i
@@ -139,7 +139,6 @@ def split_key(key: SampleKey | int) -> tuple[int | None, int]:
     if isinstance(key, tuple):
         return int(key[0]), int(key[1])
     return None, int(key)
-
 
 
 class SeededView(Dataset):

@@ -83,11 +83,13 @@ class ClassificationModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=0.9, nesterov=True,
-                                  weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(
+                self.parameters(), lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay
+            )
         else:
             opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         total = self.trainer.estimated_stepping_batches if self.trainer is not None else 1
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(int(total), 1),
-                                                    pct_start=hp.warmup_fraction)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=hp.lr, total_steps=max(int(total), 1), pct_start=hp.warmup_fraction
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -47,8 +47,10 @@ def _teacher_stages(teacher: nn.Module) -> list[dict[str, Any]]:
     info = getattr(teacher, "feature_info", None)
     if info is not None and hasattr(info, "get_dicts"):  # timm FeatureInfo (features_only models)
         info = info.get_dicts()
-    if not isinstance(info, (list, tuple)) or not info or not all(
-        isinstance(d, dict) and {"module", "num_chs"} <= d.keys() for d in info
+    if (
+        not isinstance(info, (list, tuple))
+        or not info
+        or not all(isinstance(d, dict) and {"module", "num_chs"} <= d.keys() for d in info)
     ):
         raise ValueError(
             f"feature distillation needs a teacher that lists its stages in a timm-style feature_info (a list of "
@@ -71,8 +73,10 @@ def _pair_stages(
     if student_reductions is not None:
         out = []
         for r in student_reductions:
-            dist = [abs(math.log2(max(float(d.get("reduction", 1)), 1e-8)) - math.log2(max(float(r), 1e-8)))
-                    for d in teacher_stages]
+            dist = [
+                abs(math.log2(max(float(d.get("reduction", 1)), 1e-8)) - math.log2(max(float(r), 1e-8)))
+                for d in teacher_stages
+            ]
             best = min(dist)
             out.append(max(i for i, v in enumerate(dist) if v == best))
         return out
@@ -340,6 +344,7 @@ class DistillationModule(ClassificationModule):
         if features:
             # hooks are registered for this forward only, so deep copies / pickles of the module carry none
             for name in dict.fromkeys(self._teacher_modules):
+
                 def hook(_m: nn.Module, _inp: Any, out: Any, name: str = name) -> None:
                     captured[name] = out[0] if isinstance(out, (tuple, list)) else out
 

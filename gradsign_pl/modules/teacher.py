@@ -228,7 +228,7 @@ def _strip_candidates(state: dict[str, Tensor]) -> list[dict[str, Tensor]]:
         nxt = []
         for sd in frontier:
             for prefix in STRIP_PREFIXES:
-                sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+                sub = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
                 if sub:
                     nxt.append(sub)
         out += nxt
@@ -308,8 +308,9 @@ def load_teacher(
             hint = ""
             if tensor.dim() >= 1 and tensor.shape[1:] == want.shape[1:] and want.shape[0] == num_classes:
                 hint = f"; the checkpoint was trained for {tensor.shape[0]} classes: pass num_classes={tensor.shape[0]}"
-            elif (tensor.dim() == 4 and want.dim() == 4 and want.shape[1] == in_chans
-                  and tensor.shape[0] == want.shape[0]):
+            elif (
+                tensor.dim() == 4 and want.dim() == 4 and want.shape[1] == in_chans and tensor.shape[0] == want.shape[0]
+            ):
                 hint = f"; the checkpoint takes {tensor.shape[1]}-channel images: pass in_chans={tensor.shape[1]}"
             raise ValueError(
                 f"teacher checkpoint {path} does not fit {spec.name} (num_classes={num_classes}, in_chans={in_chans}): "

@@ -1,10 +1,18 @@
 """Zero-cost proxies, registered by name (see :func:`list_proxies`)."""
 
-from gradsign_pl.proxies._common import batch_fingerprint, is_out_of_memory, private_copy
-from gradsign_pl.proxies._registry import ProxyInfo, check_options, get_proxy, list_proxies, proxy_options, register_proxy, score
-from gradsign_pl.proxies._result import ProxyResult
 # importing a proxy module registers it
 from gradsign_pl.proxies import ensemble, fisher, grad_norm, grasp, jacov, naswot, size, snip, synflow, zen  # noqa: F401
+from gradsign_pl.proxies._common import batch_fingerprint, is_out_of_memory, private_copy
+from gradsign_pl.proxies._registry import (
+    ProxyInfo,
+    check_options,
+    get_proxy,
+    list_proxies,
+    proxy_options,
+    register_proxy,
+    score,
+)
+from gradsign_pl.proxies._result import ProxyResult
 from gradsign_pl.proxies.gradsign import GradSignResult, gradsign
 
 __all__ = [

@@ -52,8 +52,7 @@ def validate_batch(inputs: Any, targets: Any, *, min_samples: int = 2) -> int:
         )
     if n < min_samples:
         raise ValueError(
-            f"need at least {min_samples} samples, got {n}; "
-            "pass a real mini-batch (the GradSign paper uses 64)"
+            f"need at least {min_samples} samples, got {n}; pass a real mini-batch (the GradSign paper uses 64)"
         )
     if not inputs.is_floating_point() and not inputs.is_complex():
         # integer images are a common slip: say how to fix it rather than failing inside a conv.
@@ -104,7 +103,9 @@ def check_output_and_loss(output: Any, targets: Tensor, loss_fn: LossFn) -> None
             "loss_fn(model(x[None]), y[None]) must return the loss of that sample"
         ) from exc
     if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.is_floating_point():
-        what = f"a {type(loss).__name__}" if not isinstance(loss, Tensor) else f"shape {list(loss.shape)} ({loss.dtype})"
+        what = (
+            f"a {type(loss).__name__}" if not isinstance(loss, Tensor) else f"shape {list(loss.shape)} ({loss.dtype})"
+        )
         raise ValueError(
             f"loss_fn must return one floating-point scalar per sample, got {what} for a batch of one sample; "
             "reduce it to a scalar (e.g. reduction='mean' or .sum())"

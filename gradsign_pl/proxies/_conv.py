@@ -32,7 +32,8 @@ def _positions(x: Tensor, weight: Tensor, stride, padding, dilation) -> int:
 
 
 def _unfold_pays(x: Tensor, weight: Tensor, stride, padding, dilation) -> bool:
-    """Whether the unfold/matmul backward beats the grouped convolution: fewer output positions than input channels per group."""
+    """Whether the unfold/matmul backward beats the grouped convolution: fewer output positions than input channels
+    per group (or a 1x1 kernel)."""
     return _positions(x, weight, stride, padding, dilation) < weight.shape[1] or weight.shape[-2:] == (1, 1)
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +45,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from gradsign_pl.proxies._common import LossFn, private_copy
 from gradsign_pl.proxies._conv import use_unfold_weight_grad
 
-ParamSelection = Union[Literal["weights", "all"], Callable[[str, nn.Parameter], bool]]
+ParamSelection = Literal["weights", "all"] | Callable[[str, nn.Parameter], bool]
 BNPolicy = Literal["auto", "per_sample", "batch"]
 Engine = Literal["auto", "vmap", "loop"]
 
@@ -310,7 +310,9 @@ class PerSampleGradients:
                 except Exception as exc:
                     if engine == "vmap" or start > 0:
                         raise
-                    self.engine_reason = f"vmap failed ({type(exc).__name__}: {_first_line(exc)}); one backward per sample"
+                    self.engine_reason = (
+                        f"vmap failed ({type(exc).__name__}: {_first_line(exc)}); one backward per sample"
+                    )
                     engine = "loop"
                     break
                 self.engine_used, self.chunk_size = "vmap", chunk

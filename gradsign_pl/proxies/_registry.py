@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from gradsign_pl.registry import Registry
 from gradsign_pl.proxies._result import ProxyResult
+from gradsign_pl.registry import Registry
 
 ProxyFn = Callable[..., ProxyResult]
 
@@ -75,18 +75,21 @@ def check_options(name: str, options: Mapping[str, Any], *, where: str = "") -> 
     """
     where = f"{where}: " if where else ""
     if not isinstance(options, Mapping):
-        raise TypeError(f"{where}options of proxy {name!r} must be a mapping of option -> value, got "
-                        f"{type(options).__name__}")
+        raise TypeError(
+            f"{where}options of proxy {name!r} must be a mapping of option -> value, got {type(options).__name__}"
+        )
     known = proxy_options(name)
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD
-                    for p in inspect.signature(get_proxy(name).fn).parameters.values())
+    takes_any = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(get_proxy(name).fn).parameters.values()
+    )
     hints = typing.get_type_hints(get_proxy(name).fn)
     for key, value in options.items():
         if key not in known and not takes_any:
             close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"{where}proxy {name!r} has no option {key!r}; {hint}its options: "
-                             f"{', '.join(known) or 'none'}")
+            raise ValueError(
+                f"{where}proxy {name!r} has no option {key!r}; {hint}its options: {', '.join(known) or 'none'}"
+            )
         choices = _literal_choices(hints.get(key))
         if choices and not callable(value) and value not in choices:
             raise ValueError(f"{where}{name}.{key} must be one of {list(choices)}, got {value!r}")

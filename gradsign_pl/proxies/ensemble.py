@@ -110,7 +110,9 @@ def ensemble(
                 n_samples=first.n_samples,
                 n_params=first.n_params,
                 elapsed_s=math.fsum(r.elapsed_s for r in parts.values()),
-                peak_memory_bytes=max(peaks) if (peaks := [r.peak_memory_bytes for r in parts.values() if r.peak_memory_bytes is not None]) else None,
+                peak_memory_bytes=max(peaks)
+                if (peaks := [r.peak_memory_bytes for r in parts.values() if r.peak_memory_bytes is not None])
+                else None,
                 device=first.device,
                 dtype=first.dtype,
                 batch_fingerprint=first.batch_fingerprint,

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradsign_pl.proxies._common import LossFn, ScoringContext, loss_name
-from gradsign_pl.proxies._saliency import batch_loss, finish, scoring_copy, weight_grads, weight_layers
 from gradsign_pl.proxies._registry import register_proxy
 from gradsign_pl.proxies._result import ProxyResult
+from gradsign_pl.proxies._saliency import batch_loss, finish, scoring_copy, weight_grads, weight_layers
+
 
 @register_proxy("grad_norm")
 def grad_norm(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss_fn: LossFn = F.cross_entropy) -> ProxyResult:

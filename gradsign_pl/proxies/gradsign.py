@@ -90,7 +90,8 @@ class SignCounter:
         layers = ", ".join(f"{k} ({v})" for k, v in list(self.nonfinite_params.items())[:5])
         return (
             f"non-finite gradients for {len(self.nonfinite_samples)} sample(s) "
-            f"(first: {sorted(self.nonfinite_samples)[:5]}) in {len(self.nonfinite_params)} parameter tensor(s): {layers}"
+            f"(first: {sorted(self.nonfinite_samples)[:5]}) in {len(self.nonfinite_params)} "
+            f"parameter tensor(s): {layers}"
         )
 
 
@@ -150,7 +151,9 @@ def gradsign(
     scale = {"sum": 1.0, "mean": 1.0 / m, "active": 1.0 / max(n_active, 1)}[reduction]
     reason = counter.nonfinite_reason()
     if reason is not None and strict:
-        raise FloatingPointError(f"GradSign: {reason}; check the model's initialisation and inputs, or pass strict=False")
+        raise FloatingPointError(
+            f"GradSign: {reason}; check the model's initialisation and inputs, or pass strict=False"
+        )
     score = float("nan") if reason else sum(per_layer_int.values()) * scale
     return ctx.result(
         "gradsign",

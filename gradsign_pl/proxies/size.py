@@ -13,8 +13,8 @@ operations are counted per sample for one forward pass in eval mode, with
 * everything else (activations, additions, concatenation, ...): 0.
 
 On the 725 CIFAR-10 NB-201 archs of ``nb201_zc_naslib_subset.csv`` this agrees with NASLib's ``flops`` column to
-within 0.014% (``benchmarks/nb201_conformance.py``). The counting runs on :class:`torch.utils.flop_counter.FlopCounterMode`
-with formulas for these conventions.
+within 0.014% (``benchmarks/nb201_conformance.py``). The counting runs on
+:class:`torch.utils.flop_counter.FlopCounterMode` with formulas for these conventions.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from gradsign_pl.proxies._result import ProxyResult
 
 
 @register_proxy("params")
-def params(model: nn.Module, inputs: Tensor, targets: Tensor, *, trainable_only: bool = False,
-           loss_fn: Any = None) -> ProxyResult:
+def params(
+    model: nn.Module, inputs: Tensor, targets: Tensor, *, trainable_only: bool = False, loss_fn: Any = None
+) -> ProxyResult:
     """Number of scalar parameters (higher = bigger model = predicted better).
 
     ``trainable_only``: count only parameters with ``requires_grad``. Shared parameters count once. The batch is
@@ -58,10 +59,16 @@ def _macs(default_formula: Any) -> Any:
 
 
 def _first_shape(out_shape: Any) -> Any:
-    return out_shape[0] if isinstance(out_shape, (tuple, list)) and isinstance(out_shape[0], (tuple, list, torch.Size)) else out_shape
+    return (
+        out_shape[0]
+        if isinstance(out_shape, (tuple, list)) and isinstance(out_shape[0], (tuple, list, torch.Size))
+        else out_shape
+    )
 
 
-def _conv(x_shape, w_shape, bias, stride, padding, dilation, transposed, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+def _conv(
+    x_shape, w_shape, bias, stride, padding, dilation, transposed, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
     macs = flop_counter.conv_flop_count(x_shape, w_shape, out_shape, transposed=transposed) // 2
     return macs + (math.prod(out_shape) if bias is not None else 0)
 
@@ -92,20 +99,37 @@ def _formulas() -> dict[Any, Any]:
     mapping: dict[Any, Any] = {}
     for op in (aten.mm, aten.bmm, aten.baddbmm):
         mapping[op] = _macs(registry[op].__wrapped__)
-    for name in ("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
-                 "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
-                 "_scaled_dot_product_fused_attention_overrideable"):
+    for name in (
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_fused_attention_overrideable",
+    ):
         if hasattr(aten, name):
             mapping[getattr(aten, name)] = _attention
     mapping[aten.addmm] = _addmm
     for op in (aten.convolution, aten._convolution):
         mapping[op] = _conv
-    for name in ("avg_pool1d", "avg_pool2d", "avg_pool3d", "max_pool1d", "max_pool2d", "max_pool3d",
-                 "max_pool2d_with_indices", "max_pool3d_with_indices"):
+    for name in (
+        "avg_pool1d",
+        "avg_pool2d",
+        "avg_pool3d",
+        "max_pool1d",
+        "max_pool2d",
+        "max_pool3d",
+        "max_pool2d_with_indices",
+        "max_pool3d_with_indices",
+    ):
         if hasattr(aten, name):
             mapping[getattr(aten, name)] = _pool
-    for name in ("native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
-                 "cudnn_batch_norm", "miopen_batch_norm"):
+    for name in (
+        "native_batch_norm",
+        "_native_batch_norm_legit",
+        "_native_batch_norm_legit_no_training",
+        "cudnn_batch_norm",
+        "miopen_batch_norm",
+    ):
         if hasattr(aten, name):
             mapping[getattr(aten, name)] = _batch_norm
     return mapping
@@ -142,4 +166,6 @@ def flops(model: nn.Module, inputs: Tensor, targets: Tensor, *, loss_fn: Any = N
         net = ctx.copy(train=False, requires_grad=False)
         total, per_module = count_flops(net, ctx.inputs[:2])
         n_params = sum(p.numel() for p in model.parameters())
-    return ctx.result("flops", total, n_params=n_params, options={}, per_layer={k: float(v) for k, v in per_module.items()})
+    return ctx.result(
+        "flops", total, n_params=n_params, options={}, per_layer={k: float(v) for k, v in per_module.items()}
+    )

@@ -41,8 +41,7 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
     return math.nan if _undefined(a, b) else float(stats.spearmanr(a, b).statistic)
 
 
-def rank_agreement(scores: Sequence[float], accuracy: Sequence[float], *, min_n: int = 3
-                   ) -> tuple[float, float, int]:
+def rank_agreement(scores: Sequence[float], accuracy: Sequence[float], *, min_n: int = 3) -> tuple[float, float, int]:
     """``(spearman rho, kendall tau-b, n)`` over the candidates where both values are finite; nan if ``n < min_n``."""
     s, a = np.asarray(scores, dtype=np.float64), np.asarray(accuracy, dtype=np.float64)
     if len(s) != len(a):

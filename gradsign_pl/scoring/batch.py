@@ -1,7 +1,8 @@
 """The one batch unpacker: ``(inputs, targets)`` from whatever a user's data gives, and the number of classes.
 
 :func:`unpack_batch` reads one batch as a training step receives it -- an ``(inputs, targets)`` tuple or list
-(exactly two items: a longer one is ambiguous and needs a ``batch_transform``), or a mapping with one input key (``x``, ``image``, ``images``, ``input``, ``inputs``) and one target key
+(exactly two items: a longer one is ambiguous and needs a ``batch_transform``), or a mapping with one input key
+(``x``, ``image``, ``images``, ``input``, ``inputs``) and one target key
 (``y``, ``label``, ``labels``, ``target``, ``targets``). :func:`first_batch` draws the first training batch of a
 tensor pair, a DataLoader or a LightningDataModule under a fixed seed (:func:`gradsign_pl.rng.seeded`), so random
 augmentation gives the same batch every time and the caller's random state is unchanged. The Trainer callback,
@@ -62,8 +63,9 @@ def unpack_batch(batch: Any, transform: BatchTransform | None = None) -> tuple[T
     )
 
 
-def first_batch(source: Any, *, batch_transform: BatchTransform | None = None, max_samples: int | None = None,
-                seed: int = 0) -> tuple[Tensor, Tensor]:
+def first_batch(
+    source: Any, *, batch_transform: BatchTransform | None = None, max_samples: int | None = None, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     """The first ``(inputs, targets)`` of a tensor pair, a DataLoader or a LightningDataModule's training data.
 
     Drawn under ``seed`` in an isolated RNG; truncated to ``max_samples``. A datamodule is set up for ``"fit"``.

@@ -58,8 +58,14 @@ class ScoreCache:
         skipped_lines: lines that could not be read (cut short by an interruption).
     """
 
-    def __init__(self, directory: str | os.PathLike, meta: Mapping[str, Any], *,
-                 on_change: Literal["refuse", "recompute"] = "refuse", _read_only: bool = False) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        meta: Mapping[str, Any],
+        *,
+        on_change: Literal["refuse", "recompute"] = "refuse",
+        _read_only: bool = False,
+    ) -> None:
         if on_change not in ("refuse", "recompute"):
             raise ValueError(f"on_change must be 'refuse' or 'recompute', got {on_change!r}")
         self.directory = Path(directory)
@@ -137,8 +143,12 @@ class ScoreCache:
         """Record one score and write it to disk at once (``nan`` is stored as ``null``)."""
         if self.read_only:
             raise RuntimeError(f"{self.directory} was opened read-only (ScoreCache.read)")
-        record = {"candidate": str(candidate), "proxy": proxy, "score": score if math.isfinite(score) else None,
-                  "settings": self.key}
+        record = {
+            "candidate": str(candidate),
+            "proxy": proxy,
+            "score": score if math.isfinite(score) else None,
+            "settings": self.key,
+        }
         record.update(fields)
         append_jsonl(self.path, record, allow_nan=False)
         self._records[(str(candidate), proxy)] = record

@@ -135,20 +135,31 @@ def score_model(
         n_flops = None
         if size or admit is not None:
             with seeded(seed):
-                n_flops = int(count_flops(private_copy(net, train=False, requires_grad=False), inputs[:2].to(dev))[0]) \
-                    if size else None
-    except Exception as exc:  # noqa: BLE001 - a model that cannot be built is a reason, never a crash
+                n_flops = (
+                    int(count_flops(private_copy(net, train=False, requires_grad=False), inputs[:2].to(dev))[0])
+                    if size
+                    else None
+                )
+    except Exception as exc:
         if isinstance(model, nn.Module) and policy.init != "as_built":
-            reason = (f"init policy {policy.init!r} could not be applied to a copy of the module "
-                      f"({describe_error(exc)}); pass policy='cell-space' to score it as built")
+            reason = (
+                f"init policy {policy.init!r} could not be applied to a copy of the module "
+                f"({describe_error(exc)}); pass policy='cell-space' to score it as built"
+            )
         else:
             reason = f"build/forward failed: {describe_error(exc)}"
-        return ModelScores({p: _failed(p, reason, inputs, targets) for p in proxies}, error=reason,
-                           seconds=time.perf_counter() - t0)
+        return ModelScores(
+            {p: _failed(p, reason, inputs, targets) for p in proxies}, error=reason, seconds=time.perf_counter() - t0
+        )
     skip = admit(n_params, n_flops) if admit is not None else None
     if skip is not None:
-        return ModelScores({p: _failed(p, skip, inputs, targets) for p in proxies}, n_params, n_flops, error=skip,
-                           seconds=time.perf_counter() - t0)
+        return ModelScores(
+            {p: _failed(p, skip, inputs, targets) for p in proxies},
+            n_params,
+            n_flops,
+            error=skip,
+            seconds=time.perf_counter() - t0,
+        )
     x, y = inputs.to(dev), targets.to(dev)
     results: dict[str, ProxyResult] = {}
     transient: set[str] = set()
@@ -183,8 +194,9 @@ def _device_of(net: nn.Module, inputs: Tensor) -> torch.device:
     return p.device if p is not None else inputs.device
 
 
-def _run_proxy(name: str, net: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[..., Tensor],
-               options: dict[str, Any], seed: int) -> tuple[ProxyResult, bool]:
+def _run_proxy(
+    name: str, net: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[..., Tensor], options: dict[str, Any], seed: int
+) -> tuple[ProxyResult, bool]:
     """``(result, ran out of memory)``; retries with smaller chunks after an out-of-memory failure."""
     fn = get_proxy(name).fn
     chunks: list[int | None] = [options.get("chunk_size")]
@@ -197,7 +209,7 @@ def _run_proxy(name: str, net: nn.Module, x: Tensor, y: Tensor, loss_fn: Callabl
         try:
             with seeded(seed):
                 result = fn(net, x, y, loss_fn=loss_fn, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a failing proxy is a nan with its reason
+        except Exception as exc:
             if is_out_of_memory(exc):
                 reason = describe_error(exc)
                 _free(x)
@@ -222,8 +234,17 @@ def _failed(proxy: str, reason: str, inputs: Tensor, targets: Tensor) -> ProxyRe
     """A ``nan`` result for ``proxy`` carrying ``reason``."""
     try:
         fingerprint = batch_fingerprint(inputs, targets)
-    except Exception:  # noqa: BLE001 - exotic tensors: no fingerprint
+    except Exception:
         fingerprint = ""
-    return ProxyResult(proxy=proxy, score=math.nan, n_samples=int(inputs.shape[0]) if inputs.ndim else 0,
-                       n_params=0, elapsed_s=0.0, peak_memory_bytes=None, device=str(inputs.device),
-                       dtype=str(inputs.dtype).removeprefix("torch."), batch_fingerprint=fingerprint, reason=reason)
+    return ProxyResult(
+        proxy=proxy,
+        score=math.nan,
+        n_samples=int(inputs.shape[0]) if inputs.ndim else 0,
+        n_params=0,
+        elapsed_s=0.0,
+        peak_memory_bytes=None,
+        device=str(inputs.device),
+        dtype=str(inputs.dtype).removeprefix("torch."),
+        batch_fingerprint=fingerprint,
+        reason=reason,
+    )

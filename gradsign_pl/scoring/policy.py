@@ -89,8 +89,9 @@ class ScoringPolicy:
             object.__setattr__(self, "order_terms", (self.order_terms,))
         bad = [t for t in self.order_terms if t not in ORDER_TERMS]
         if bad or not self.order_terms or len(set(self.order_terms)) != len(self.order_terms):
-            raise ValueError(f"ScoringPolicy.order_terms must name distinct terms among {ORDER_TERMS}, "
-                             f"got {list(self.order_terms)}")
+            raise ValueError(
+                f"ScoringPolicy.order_terms must name distinct terms among {ORDER_TERMS}, got {list(self.order_terms)}"
+            )
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"ScoringPolicy.seeds must be >= 1, got {self.seeds}")
         object.__setattr__(self, "order_terms", tuple(self.order_terms))
@@ -117,8 +118,13 @@ class ScoringPolicy:
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready record of the policy (stored with rankings, caches and callback results)."""
-        return {"name": self.name, "init": self.init, "proxy_options": copy.deepcopy(dict(self.proxy_options)),
-                "order_terms": list(self.order_terms), "seeds": self.seeds}
+        return {
+            "name": self.name,
+            "init": self.init,
+            "proxy_options": copy.deepcopy(dict(self.proxy_options)),
+            "order_terms": list(self.order_terms),
+            "seeds": self.seeds,
+        }
 
     def summary(self) -> str:
         """One line for people: ``real-model: init=norm_ones, gradsign(bn_policy=batch), ordered by proxy + params``."""
@@ -165,7 +171,8 @@ def resolve_policy(policy: ScoringPolicy | str | None, cell_space_only: bool) ->
 
 
 def is_cell_space_model(module: nn.Module) -> bool:
-    """Whether ``module`` contains a NAS cell-space network (NB-201 or MasterNet), scored with the authors' semantics."""
+    """Whether ``module`` contains a NAS cell-space network (NB-201 or MasterNet), scored with the authors'
+    semantics."""
     from gradsign_pl.spaces.nb201 import NB201Network
     from gradsign_pl.spaces.zen import MasterNet
 

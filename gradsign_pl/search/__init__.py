@@ -26,8 +26,8 @@ from gradsign_pl.search.strategies import (
 __all__ = [
     "Budget",
     "CellSpace",
-    "EvolutionSettings",
     "Evaluator",
+    "EvolutionSettings",
     "MutableSpace",
     "SearchResult",
     "SearchTrace",

@@ -132,10 +132,11 @@ class EvolutionSettings:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"EvolutionSettings.{name} must be a positive number or None, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"EvolutionSettings.seed must be an integer, got {self.seed!r}")  # noqa: TRY004
+            raise ValueError(f"EvolutionSettings.seed must be an integer, got {self.seed!r}")
         if self.init_structure is not None and (not isinstance(self.init_structure, str) or not self.init_structure):
-            raise ValueError(f"EvolutionSettings.init_structure must be a non-empty string or None, "
-                             f"got {self.init_structure!r}")
+            raise ValueError(
+                f"EvolutionSettings.init_structure must be a non-empty string or None, got {self.init_structure!r}"
+            )
 
 
 @dataclasses.dataclass
@@ -180,17 +181,21 @@ class SearchResult:
 
     def _empty_message(self) -> str:
         counts = ", ".join(f"{r}: {n}" for r, n in self.rejected.items() if n)
-        return (f"no candidate was scored in {len(self.history)} iterations (rejected: {counts or 'none'}); "
-                "loosen the budgets or run more iterations")
+        return (
+            f"no candidate was scored in {len(self.history)} iterations (rejected: {counts or 'none'}); "
+            "loosen the budgets or run more iterations"
+        )
 
     def _sizes(self, structure: str) -> dict[str, int | None]:
         out: dict[str, int | None] = {"params": None, "flops": None, "layers": None}
         if self.space is None or self.settings is None:
             return out
         s = self.settings
-        for key, fn in (("params", lambda: self.space.params(structure, s.num_classes)),
-                        ("flops", lambda: self.space.flops(structure, s.resolution, s.num_classes)),
-                        ("layers", lambda: self.space.layers(structure))):
+        for key, fn in (
+            ("params", lambda: self.space.params(structure, s.num_classes)),
+            ("flops", lambda: self.space.flops(structure, s.resolution, s.num_classes)),
+            ("layers", lambda: self.space.layers(structure)),
+        ):
             with contextlib.suppress(Exception):
                 out[key] = int(fn())
         return out
@@ -255,8 +260,9 @@ class SearchResult:
             writer = csv.writer(f)
             writer.writerow(["iteration", "best_score", "candidate_score", "status"])
             for h in self.history:
-                writer.writerow([h["iteration"], _csv_float(h["best_score"]), _csv_float(h["candidate_score"]),
-                                 h["status"]])
+                writer.writerow(
+                    [h["iteration"], _csv_float(h["best_score"]), _csv_float(h["candidate_score"]), h["status"]]
+                )
 
         _plot_best(self.history, paths["plot"], title=f"evolution search: {self.space_name or 'space'}")
         return paths
@@ -324,8 +330,15 @@ def proxy_fitness(
     y = y.to(dev)
 
     def fitness(structure: str) -> float:
-        scored = score_model(lambda: space.build(structure, num_classes=num_classes, in_chans=in_chans), x, y,
-                             [proxy], seed=init_seed, options={proxy: options}, device=dev)
+        scored = score_model(
+            lambda: space.build(structure, num_classes=num_classes, in_chans=in_chans),
+            x,
+            y,
+            [proxy],
+            seed=init_seed,
+            options={proxy: options},
+            device=dev,
+        )
         return float(scored.results[proxy].score)
 
     fitness.__doc__ = f"{proxy} score of a {space.name} structure (init seed {init_seed}, device {dev})."
@@ -396,15 +409,19 @@ def _checkpoint_doc(space: MutableSpace, settings: EvolutionSettings, state: _St
 def _load_checkpoint(path: Path, space: MutableSpace, settings: EvolutionSettings, rng: random.Random) -> _State:
     doc = json.loads(path.read_text())
     if doc.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {path} has format version {doc.get('version')!r}, expected "
-                         f"{CHECKPOINT_VERSION}; use a new checkpoint path")
+        raise ValueError(
+            f"checkpoint {path} has format version {doc.get('version')!r}, expected "
+            f"{CHECKPOINT_VERSION}; use a new checkpoint path"
+        )
     expected = {"space": space.name, **dataclasses.asdict(settings)}
     stored = {"space": doc.get("space"), **doc.get("settings", {})}
     differing = sorted(k for k in set(expected) | set(stored) if expected.get(k) != stored.get(k))
     if differing:
         details = ", ".join(f"{k} (checkpoint {stored.get(k)!r}, now {expected.get(k)!r})" for k in differing)
-        raise ValueError(f"checkpoint {path} was written with different settings: {details}; use a new checkpoint "
-                         "path or matching settings")
+        raise ValueError(
+            f"checkpoint {path} was written with different settings: {details}; use a new checkpoint "
+            "path or matching settings"
+        )
     rng.setstate(_rng_state_from_json(doc["rng_state"]))
     return _State(
         next_iteration=int(doc["next_iteration"]),
@@ -422,16 +439,22 @@ def _check_initial(space: MutableSpace, settings: EvolutionSettings, init: str) 
     checks = (
         ("max_layers", settings.max_layers, lambda: space.layers(init), "layers"),
         ("max_params", settings.max_params, lambda: space.params(init, settings.num_classes), "parameters"),
-        ("max_flops", settings.max_flops, lambda: space.flops(init, settings.resolution, settings.num_classes),
-         f"FLOPs at resolution {settings.resolution}"),
+        (
+            "max_flops",
+            settings.max_flops,
+            lambda: space.flops(init, settings.resolution, settings.num_classes),
+            f"FLOPs at resolution {settings.resolution}",
+        ),
     )
     for field, budget, measure, unit in checks:
         if budget is None:
             continue
         value = measure()
         if value > budget:
-            raise ValueError(f"the initial structure already exceeds {field}: it has {value:,} {unit} > {budget:,}; "
-                             f"pass a smaller init_structure or a larger {field}")
+            raise ValueError(
+                f"the initial structure already exceeds {field}: it has {value:,} {unit} > {budget:,}; "
+                f"pass a smaller init_structure or a larger {field}"
+            )
 
 
 def _one_iteration(
@@ -460,10 +483,12 @@ def _one_iteration(
             reason = "layers"
         elif settings.max_params is not None and space.params(candidate, settings.num_classes) > settings.max_params:
             reason = "params"
-        elif settings.max_flops is not None and \
-                space.flops(candidate, settings.resolution, settings.num_classes) > settings.max_flops:
+        elif (
+            settings.max_flops is not None
+            and space.flops(candidate, settings.resolution, settings.num_classes) > settings.max_flops
+        ):
             reason = "flops"
-    except Exception as err:  # noqa: BLE001 -- one bad candidate never sinks the search
+    except Exception as err:
         state.last_error = _error_text(err)
         reason = "invalid"
     if reason is not None:
@@ -474,7 +499,7 @@ def _one_iteration(
         value = float(fitness(candidate))
         if not math.isfinite(value):
             raise ValueError(f"fitness returned {value} for {candidate!r}")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         state.last_error = _error_text(err)
         state.rejected["nan"] += 1
         return "nan", None
@@ -575,18 +600,25 @@ def evolution_search(
         for it in range(state.next_iteration, settings.iterations):
             status, value = _one_iteration(space, fitness, settings, init, state, rng)
             state.next_iteration = it + 1
-            state.history.append({
-                "iteration": it,
-                "best_score": state.best,
-                "candidate_score": value if status == "ok" else None,
-                "status": status,
-                "population_size": len(state.population),
-            })
-            if status in ("invalid", "nan") and state.evaluated == 0 and \
-                    state.rejected["invalid"] + state.rejected["nan"] >= MAX_INITIAL_FAILURES:
+            state.history.append(
+                {
+                    "iteration": it,
+                    "best_score": state.best,
+                    "candidate_score": value if status == "ok" else None,
+                    "status": status,
+                    "population_size": len(state.population),
+                }
+            )
+            if (
+                status in ("invalid", "nan")
+                and state.evaluated == 0
+                and state.rejected["invalid"] + state.rejected["nan"] >= MAX_INITIAL_FAILURES
+            ):
                 save()
-                raise RuntimeError(f"the first {MAX_INITIAL_FAILURES} candidates all failed (mutation, size or "
-                                   f"fitness raised or returned nan); last error: {state.last_error}")
+                raise RuntimeError(
+                    f"the first {MAX_INITIAL_FAILURES} candidates all failed (mutation, size or "
+                    f"fitness raised or returned nan); last error: {state.last_error}"
+                )
             now = time.monotonic()
             if status == "ok" or now - last_save >= CHECKPOINT_INTERVAL_S or it + 1 == settings.iterations:
                 save()

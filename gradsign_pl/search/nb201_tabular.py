@@ -90,7 +90,7 @@ class NB201CellSpace:
         for e in range(self.num_edges):
             for op in OPS:
                 if op != ops[e]:
-                    cand = arch_from_ops(ops[:e] + [op] + ops[e + 1:])
+                    cand = arch_from_ops(ops[:e] + [op] + ops[e + 1 :])
                     if self._members is None or cand in self._members:
                         out.append(cand)
         return out
@@ -177,8 +177,14 @@ class ParamsCostModel:
         return self.mean_seconds * (self.fixed_fraction + (1.0 - self.fixed_fraction) * rel)
 
 
-REPORT_COLUMNS = ("cifar10_valid", "cifar10_test", "cifar100_valid", "cifar100_test", "imagenet16_valid",
-                  "imagenet16_test")
+REPORT_COLUMNS = (
+    "cifar10_valid",
+    "cifar10_test",
+    "cifar100_valid",
+    "cifar100_test",
+    "imagenet16_valid",
+    "imagenet16_test",
+)
 """The 200-epoch accuracies Tables 5.4 / 5.5 report, in their column order."""
 
 
@@ -205,9 +211,16 @@ class TabularEvaluator:
         cost_epochs: the epochs the cost model's seconds are for (> 0).
     """
 
-    def __init__(self, table: NB201Table | str | os.PathLike | None = None, dataset: str = "cifar10",
-                 reward: str = "valid_12ep", cost_model: Any = None, *,
-                 fidelities: Mapping[int, str] | None = None, cost_epochs: float = NB201_EPOCHS) -> None:
+    def __init__(
+        self,
+        table: NB201Table | str | os.PathLike | None = None,
+        dataset: str = "cifar10",
+        reward: str = "valid_12ep",
+        cost_model: Any = None,
+        *,
+        fidelities: Mapping[int, str] | None = None,
+        cost_epochs: float = NB201_EPOCHS,
+    ) -> None:
         self.table = table if isinstance(table, NB201Table) else load_table(table)
         self.dataset = dataset
         if fidelities is None:
@@ -230,9 +243,16 @@ class TabularEvaluator:
     @property
     def settings(self) -> dict[str, Any]:
         """What the rewards and costs depend on (for resume checks)."""
-        model = dataclasses.asdict(self.cost_model) if dataclasses.is_dataclass(self.cost_model) else repr(self.cost_model)
-        return {"reward": self.reward_column, "cost_model": model, "table_rows": len(self.table),
-                "fidelities": {f"{e:g}": c for e, c in self.fidelity_columns.items()}, "cost_epochs": self.cost_epochs}
+        model = (
+            dataclasses.asdict(self.cost_model) if dataclasses.is_dataclass(self.cost_model) else repr(self.cost_model)
+        )
+        return {
+            "reward": self.reward_column,
+            "cost_model": model,
+            "table_rows": len(self.table),
+            "fidelities": {f"{e:g}": c for e, c in self.fidelity_columns.items()},
+            "cost_epochs": self.cost_epochs,
+        }
 
     def evaluate(self, arch: str) -> tuple[float, float]:
         """``(reward %, seconds)`` at the lowest fidelity (12 epochs by default)."""
@@ -277,8 +297,15 @@ class CachedScorer:
         seconds: constant scoring time per arch instead of the recorded ones.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, proxy: str, table: NB201Table | str | os.PathLike | None = None,
-                 *, seconds: float | None = None, failed_score: float = -math.inf) -> None:
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike,
+        proxy: str,
+        table: NB201Table | str | os.PathLike | None = None,
+        *,
+        seconds: float | None = None,
+        failed_score: float = -math.inf,
+    ) -> None:
         self.cache_dir = Path(cache_dir)
         self.proxy = proxy
         records, self.meta = read_cache(self.cache_dir)
@@ -304,8 +331,9 @@ class CachedScorer:
             score = r.get("score")
             self._scores[arch] = float(score) if score is not None else failed_score
             rec_seconds = r.get("seconds")
-            self._seconds[arch] = float(seconds if seconds is not None else
-                                        rec_seconds if rec_seconds is not None else DEFAULT_SCORING_SECONDS)
+            self._seconds[arch] = float(
+                seconds if seconds is not None else rec_seconds if rec_seconds is not None else DEFAULT_SCORING_SECONDS
+            )
         self.calls = 0
 
     @property
@@ -319,8 +347,12 @@ class CachedScorer:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"cache_dir": str(self.cache_dir), "proxy": self.proxy, "cache_meta": self.meta,
-                "n_archs": len(self._scores)}
+        return {
+            "cache_dir": str(self.cache_dir),
+            "proxy": self.proxy,
+            "cache_meta": self.meta,
+            "n_archs": len(self._scores),
+        }
 
     def __contains__(self, arch: object) -> bool:
         return arch in self._scores
@@ -349,10 +381,12 @@ def read_cache(cache_dir: str | os.PathLike) -> tuple[list[dict[str, Any]], dict
     try:
         cache = ScoreCache.read(cache_dir)
     except FileNotFoundError:
-        raise FileNotFoundError(f"no proxy score cache at {cache_dir} (no readable meta.json); "
-                                f"{CORRELATE_HINT}") from None
+        raise FileNotFoundError(
+            f"no proxy score cache at {cache_dir} (no readable meta.json); {CORRELATE_HINT}"
+        ) from None
     records = cache.records()
     if not records:
-        raise FileNotFoundError(f"the proxy score cache {cache_dir} holds no scores under its latest settings; "
-                                f"{CORRELATE_HINT}")
+        raise FileNotFoundError(
+            f"the proxy score cache {cache_dir} holds no scores under its latest settings; {CORRELATE_HINT}"
+        )
     return records, cache.meta

@@ -149,18 +149,22 @@ class Budget:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
-        if self.max_seconds is not None and (isinstance(self.max_seconds, bool) or
-                                             not isinstance(self.max_seconds, (int, float)) or
-                                             not 0 < self.max_seconds < math.inf):
+        if self.max_seconds is not None and (
+            isinstance(self.max_seconds, bool)
+            or not isinstance(self.max_seconds, (int, float))
+            or not 0 < self.max_seconds < math.inf
+        ):
             raise ValueError(f"Budget.max_seconds must be a positive finite number or None, got {self.max_seconds!r}")
-        if self.max_evaluations is not None and (isinstance(self.max_evaluations, bool) or
-                                                 not isinstance(self.max_evaluations, int) or
-                                                 self.max_evaluations < 1):
+        if self.max_evaluations is not None and (
+            isinstance(self.max_evaluations, bool)
+            or not isinstance(self.max_evaluations, int)
+            or self.max_evaluations < 1
+        ):
             raise ValueError(f"Budget.max_evaluations must be an integer >= 1 or None, got {self.max_evaluations!r}")
         if self.max_seconds is None and self.max_evaluations is None:
             raise ValueError("Budget needs max_seconds or max_evaluations (or both); an unlimited search never ends")
         if not isinstance(self.charge_scoring, bool):
-            raise ValueError(f"Budget.charge_scoring must be a bool, got {self.charge_scoring!r}")  # noqa: TRY004
+            raise ValueError(f"Budget.charge_scoring must be a bool, got {self.charge_scoring!r}")
 
 
 @dataclasses.dataclass
@@ -233,8 +237,9 @@ class Strategy(Protocol):
 
     name: str
 
-    def run(self, space: CellSpace, evaluator: Evaluator, budget: Budget, *, seed: int,
-            scorer: Scorer | None = None) -> SearchTrace:
+    def run(
+        self, space: CellSpace, evaluator: Evaluator, budget: Budget, *, seed: int, scorer: Scorer | None = None
+    ) -> SearchTrace:
         """Search ``space`` within ``budget``; assisted (``g-``) strategies need ``scorer``."""
 
 
@@ -276,22 +281,42 @@ def create_strategy(name: str, **kwargs: Any) -> Strategy:
 class _Ledger:
     """The one place where budget is checked and charged, proxy calls are counted and the trace is built."""
 
-    def __init__(self, name: str, seed: int, budget: Budget, evaluator: Evaluator, scorer: Scorer | None,
-                 settings: dict[str, Any], progress: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        seed: int,
+        budget: Budget,
+        evaluator: Evaluator,
+        scorer: Scorer | None,
+        settings: dict[str, Any],
+        progress: Callable[..., None],
+    ) -> None:
         self.budget = budget
         self.evaluator = evaluator
         self.scorer = scorer
         self.progress = progress
         self.stopped = False
-        self.trace = SearchTrace(strategy=name, seed=seed, history=[], best_arch=None, best_reward=-math.inf,
-                                 spent_seconds=0.0, evaluations=0, proxy_calls=0, settings=dict(settings),
-                                 budget=dataclasses.asdict(budget))
+        self.trace = SearchTrace(
+            strategy=name,
+            seed=seed,
+            history=[],
+            best_arch=None,
+            best_reward=-math.inf,
+            spent_seconds=0.0,
+            evaluations=0,
+            proxy_calls=0,
+            settings=dict(settings),
+            budget=dataclasses.asdict(budget),
+        )
 
     def exhausted(self) -> bool:
         """True once no further evaluation may be made."""
         t, b = self.trace, self.budget
-        return (self.stopped or (b.max_seconds is not None and t.spent_seconds >= b.max_seconds)
-                or (b.max_evaluations is not None and t.evaluations >= b.max_evaluations))
+        return (
+            self.stopped
+            or (b.max_seconds is not None and t.spent_seconds >= b.max_seconds)
+            or (b.max_evaluations is not None and t.evaluations >= b.max_evaluations)
+        )
 
     def score(self, archs: Sequence[str]) -> list[float]:
         """Proxy scores of ``archs`` (one scorer call each, counted; seconds charged with ``charge_scoring``)."""
@@ -302,8 +327,9 @@ class _Ledger:
             score, seconds = self.scorer(arch)
             seconds = float(seconds)
             if not (math.isfinite(seconds) and seconds >= 0):
-                raise ValueError(f"the scorer returned {seconds!r} scoring seconds for {arch!r}; need a finite "
-                                 "number >= 0")
+                raise ValueError(
+                    f"the scorer returned {seconds!r} scoring seconds for {arch!r}; need a finite number >= 0"
+                )
             self.trace.proxy_calls += 1
             self.trace.scoring_seconds += seconds
             if self.budget.charge_scoring:
@@ -349,11 +375,21 @@ class _Ledger:
         t.evaluations += 1
         if _rank(fidelity, reward) > _rank(t.best_fidelity, t.best_reward):
             t.best_arch, t.best_reward, t.best_fidelity = arch, reward, fidelity
-        t.history.append({
-            "arch": arch, "reward": reward, "cost": cost, "spent_seconds": t.spent_seconds,
-            "evaluations": t.evaluations, "scored": t.proxy_calls, "score": score, "fidelity": fidelity,
-            "best_arch": t.best_arch, "best_reward": t.best_reward, "best_fidelity": t.best_fidelity,
-        })
+        t.history.append(
+            {
+                "arch": arch,
+                "reward": reward,
+                "cost": cost,
+                "spent_seconds": t.spent_seconds,
+                "evaluations": t.evaluations,
+                "scored": t.proxy_calls,
+                "score": score,
+                "fidelity": fidelity,
+                "best_arch": t.best_arch,
+                "best_reward": t.best_reward,
+                "best_fidelity": t.best_fidelity,
+            }
+        )
         self.progress(spent=t.spent_seconds, evaluations=t.evaluations, best=t.best_reward)
         return reward
 
@@ -373,15 +409,20 @@ def _progress_bar(enabled: bool, name: str, budget: Budget) -> Iterator[Callable
 
     by_seconds = budget.max_seconds is not None
     total = budget.max_seconds if by_seconds else budget.max_evaluations
-    columns = (TextColumn(f"[bold]{name}[/]"), BarColumn(),
-               TextColumn("{task.completed:.0f}/{task.total:.0f} " + ("s" if by_seconds else "evals")),
-               TextColumn("evals={task.fields[evals]} best={task.fields[best]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn(f"[bold]{name}[/]"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} " + ("s" if by_seconds else "evals")),
+        TextColumn("evals={task.fields[evals]} best={task.fields[best]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task(name, total=total, evals=0, best="-")
 
         def update(*, spent: float, evaluations: int, best: float) -> None:
-            bar.update(task, completed=min(spent if by_seconds else evaluations, total), evals=evaluations,
-                       best=f"{best:.4g}")
+            bar.update(
+                task, completed=min(spent if by_seconds else evaluations, total), evals=evaluations, best=f"{best:.4g}"
+            )
 
         yield update
 
@@ -394,8 +435,9 @@ def _check_int(name: str, value: Any, low: int) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bool = True,
-                 high_open: bool = False) -> None:
+def _check_float(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = True, high_open: bool = False
+) -> None:
     ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
     if ok:
         ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
@@ -417,8 +459,16 @@ class _Base:
         doc.pop("assisted", None)
         return {k: v for k, v in doc.items() if self.assisted or k not in self.assisted_only}
 
-    def run(self, space: CellSpace, evaluator: Evaluator, budget: Budget, *, seed: int,
-            scorer: Scorer | None = None, progress: bool = False) -> SearchTrace:
+    def run(
+        self,
+        space: CellSpace,
+        evaluator: Evaluator,
+        budget: Budget,
+        *,
+        seed: int,
+        scorer: Scorer | None = None,
+        progress: bool = False,
+    ) -> SearchTrace:
         """Search ``space`` within ``budget`` with ``seed``; see the class docstring for the algorithm.
 
         Args:
@@ -430,13 +480,14 @@ class _Base:
             progress: show a rich progress bar.
         """
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")  # noqa: TRY004
+            raise ValueError(f"seed must be an integer, got {seed!r}")
         budget.validate()
         if self.assisted and scorer is None:
             raise ValueError(f"{self.name} needs a scorer: pass scorer=...")
         with _progress_bar(progress, self.name, budget) as update:
-            ledger = _Ledger(self.name, seed, budget, evaluator, scorer if self.assisted else None,
-                             self._settings(), update)
+            ledger = _Ledger(
+                self.name, seed, budget, evaluator, scorer if self.assisted else None, self._settings(), update
+            )
             self._search(space, ledger, seed)
         return ledger.trace
 
@@ -517,7 +568,7 @@ class RegularizedEvolution(_Base):
         if self.population_size < self.sample_size:
             raise ValueError(f"population_size ({self.population_size}) must be >= sample_size ({self.sample_size})")
         if not isinstance(self.assisted_init, bool):
-            raise ValueError(f"assisted_init must be a bool, got {self.assisted_init!r}")  # noqa: TRY004
+            raise ValueError(f"assisted_init must be a bool, got {self.assisted_init!r}")
         self.name = "g-rea" if self.assisted else "rea"
 
     def _search(self, space: CellSpace, ledger: _Ledger, seed: int) -> None:
@@ -650,8 +701,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 class _Adam:
     """Adam (Kingma & Ba 2015) with ``torch.optim.Adam``'s defaults: betas (0.9, 0.999), eps 1e-8, no decay."""
 
-    def __init__(self, shape: tuple[int, ...], lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self, shape: tuple[int, ...], lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
         self.lr, self.b1, self.b2, self.eps = lr, betas[0], betas[1], eps
         self.m, self.v, self.t = np.zeros(shape), np.zeros(shape), 0
 
@@ -776,8 +828,10 @@ class Bohb(_Base):
 
         evaluator = ledger.evaluator
         if not isinstance(evaluator, MultiFidelityEvaluator):
-            raise TypeError(f"{self.name} needs a MultiFidelityEvaluator (fidelities and evaluate_at(arch, "
-                            f"fidelity)); {type(evaluator).__name__} has one fidelity only")
+            raise TypeError(
+                f"{self.name} needs a MultiFidelityEvaluator (fidelities and evaluate_at(arch, "
+                f"fidelity)); {type(evaluator).__name__} has one fidelity only"
+            )
         fidelities = tuple(evaluator.fidelities)
         if not fidelities or any(b <= a for a, b in zip(fidelities, fidelities[1:])):
             raise ValueError(f"evaluator.fidelities must be non-empty and ascending, got {fidelities!r}")
@@ -845,8 +899,10 @@ def _factory(cls: type, assisted: bool, exclude: tuple[str, ...]) -> StrategyFac
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
             name = cls.__name__
-            raise TypeError(f"{'g-' if assisted else ''}{name} got unexpected keyword(s) {', '.join(unknown)}; "
-                            f"it takes: {', '.join(allowed) or 'none'}")
+            raise TypeError(
+                f"{'g-' if assisted else ''}{name} got unexpected keyword(s) {', '.join(unknown)}; "
+                f"it takes: {', '.join(allowed) or 'none'}"
+            )
         return cls(assisted=assisted, **kwargs)
 
     make.__doc__ = cls.__doc__

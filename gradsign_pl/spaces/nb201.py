@@ -298,7 +298,7 @@ class NB201Space:
         return self._table
 
     def __len__(self) -> int:
-        return 5 ** N_EDGES
+        return 5**N_EDGES
 
     def arch(self, index: int) -> str:
         if not 0 <= index < len(self):

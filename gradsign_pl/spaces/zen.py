@@ -621,7 +621,7 @@ class MasterNet(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """The last feature map, before global pooling: ``(n, feature_channels[-1], h, w)``."""
         y = x
-        for y in self._run_blocks(x):
+        for y in self._run_blocks(x):  # noqa: B007 - the last block's output is the one wanted
             pass
         return y
 

@@ -9,9 +9,9 @@ proxy and of the requested rank ensembles against the space's ground-truth test 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,21 +22,57 @@ import torch
 from gradsign_pl.data.batches import load_batch
 from gradsign_pl.proxies import batch_fingerprint, get_proxy
 from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
-from gradsign_pl.spaces import SearchSpace
 from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.scoring.cache import ScoreCache
 from gradsign_pl.scoring.core import score_model
+from gradsign_pl.spaces import SearchSpace
 
-DEFAULT_PROXIES = ("gradsign", "grad_norm", "snip", "grasp", "fisher", "synflow", "jacov", "naswot", "zen", "params", "flops")
+DEFAULT_PROXIES = (
+    "gradsign",
+    "grad_norm",
+    "snip",
+    "grasp",
+    "fisher",
+    "synflow",
+    "jacov",
+    "naswot",
+    "zen",
+    "params",
+    "flops",
+)
 """Every single-model proxy, in the paper's column order where it has one."""
 
 PAPER_TABLE_5_2: dict[str, dict[str, float]] = {
-    "cifar10": {"zen": -0.016, "grad_norm": 0.594, "snip": 0.595, "grasp": 0.51, "fisher": 0.36, "synflow": 0.737,
-                "naswot": 0.728, "gradsign": 0.765},
-    "cifar100": {"zen": -0.041, "grad_norm": 0.637, "snip": 0.637, "grasp": 0.549, "fisher": 0.386,
-                 "synflow": 0.763, "naswot": 0.703, "gradsign": 0.793},
-    "imagenet16": {"zen": 0.032, "grad_norm": 0.579, "snip": 0.579, "grasp": 0.552, "fisher": 0.328,
-                   "synflow": 0.751, "naswot": 0.696, "gradsign": 0.783},
+    "cifar10": {
+        "zen": -0.016,
+        "grad_norm": 0.594,
+        "snip": 0.595,
+        "grasp": 0.51,
+        "fisher": 0.36,
+        "synflow": 0.737,
+        "naswot": 0.728,
+        "gradsign": 0.765,
+    },
+    "cifar100": {
+        "zen": -0.041,
+        "grad_norm": 0.637,
+        "snip": 0.637,
+        "grasp": 0.549,
+        "fisher": 0.386,
+        "synflow": 0.763,
+        "naswot": 0.703,
+        "gradsign": 0.793,
+    },
+    "imagenet16": {
+        "zen": 0.032,
+        "grad_norm": 0.579,
+        "snip": 0.579,
+        "grasp": 0.552,
+        "fisher": 0.328,
+        "synflow": 0.751,
+        "naswot": 0.696,
+        "gradsign": 0.783,
+    },
 }
 """Spearman rho over all NB-201 archs, batch 64, from the GradSign paper's Table 5.2 (its NASWOT column is the
 NASWOT paper's score; which version is not stated)."""
@@ -132,7 +168,9 @@ def score_archs(
         missing = [p for p in proxies if (index, p) not in cache]
         if missing:
             x, y = (inputs, targets) if batch_for is None else (t.to(device) for t in batch_for(int(index)))
-            scored = score_model(lambda: space.build(int(index), dataset), x, y, missing, seed=seed, device=device)
+            scored = score_model(
+                functools.partial(space.build, int(index), dataset), x, y, missing, seed=seed, device=device
+            )
             for p in missing:
                 r = scored.results[p]
                 if p in scored.transient:  # out of memory: not a final result, scored again on the next run
@@ -198,9 +236,17 @@ def run_correlation(
     else:
         inputs, targets = batch if batch is not None else load_batch(dataset, batch_size, seed=seed, root=data_dir)
         batch_size = len(inputs)
-    torch_device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
-    meta = {"space": space.name, "dataset": dataset, "seed": seed, "batch_size": batch_size,
-            "batch": batch_fingerprint(inputs, targets), "dtype": "float32"}
+    torch_device = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+    )
+    meta = {
+        "space": space.name,
+        "dataset": dataset,
+        "seed": seed,
+        "batch_size": batch_size,
+        "batch": batch_fingerprint(inputs, targets),
+        "dtype": "float32",
+    }
     if batch_per_arch:
         meta["batch"] = f"per-arch draws from {meta['batch']}"
     cache = ScoreCache(out, meta)
@@ -214,22 +260,50 @@ def run_correlation(
             TimeRemainingColumn,
         )
 
-        columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns) as bar:
             task = bar.add_task(f"{space.name}/{dataset}: scoring {len(proxies)} proxies", total=len(indices))
-            score_archs(space, indices, proxies, inputs, targets, cache, dataset=dataset, seed=seed,
-                        device=torch_device, progress=lambda k: bar.advance(task, k), batch_for=batch_for)
+            score_archs(
+                space,
+                indices,
+                proxies,
+                inputs,
+                targets,
+                cache,
+                dataset=dataset,
+                seed=seed,
+                device=torch_device,
+                progress=lambda k: bar.advance(task, k),
+                batch_for=batch_for,
+            )
     else:
-        score_archs(space, indices, proxies, inputs, targets, cache, dataset=dataset, seed=seed, device=torch_device,
-                    batch_for=batch_for)
+        score_archs(
+            space,
+            indices,
+            proxies,
+            inputs,
+            targets,
+            cache,
+            dataset=dataset,
+            seed=seed,
+            device=torch_device,
+            batch_for=batch_for,
+        )
 
     accuracy = accuracy_all[np.asarray(indices, dtype=np.int64)]
     scores = {p: np.array([cache.score(i, p) for i in indices]) for p in proxies}
-    seconds = {p: np.array([(cache.get(i, p) or {}).get("seconds", math.nan) for i in indices], dtype=float)
-               for p in proxies}
-    failures = [(int(i), p, cache.get(i, p)["reason"]) for p in proxies for i in indices
-                if not math.isfinite(cache.score(i, p))]
+    seconds = {
+        p: np.array([(cache.get(i, p) or {}).get("seconds", math.nan) for i in indices], dtype=float) for p in proxies
+    }
+    failures = [
+        (int(i), p, cache.get(i, p)["reason"]) for p in proxies for i in indices if not math.isfinite(cache.score(i, p))
+    ]
     paper = PAPER_TABLE_5_2.get(dataset, {}) if space.name == "nb201" else {}
     correlations = []
     for p in proxies:
@@ -241,7 +315,23 @@ def run_correlation(
         name = f"ensemble:{method}:{'+'.join(parts)}"
         scores[name] = combined
         correlations.append(Correlation(name, rho, tau, n, len(indices) - n))
-    settings = dict(meta, proxies=proxies, ensembles=list(ensembles), n_archs=len(indices), device=str(torch_device),
-                    out=str(Path(out)))
-    return CorrelationStudy(space.name, dataset, [int(i) for i in indices], [space.arch(int(i)) for i in indices],
-                            accuracy, scores, seconds, correlations, failures, settings)
+    settings = dict(
+        meta,
+        proxies=proxies,
+        ensembles=list(ensembles),
+        n_archs=len(indices),
+        device=str(torch_device),
+        out=str(Path(out)),
+    )
+    return CorrelationStudy(
+        space.name,
+        dataset,
+        [int(i) for i in indices],
+        [space.arch(int(i)) for i in indices],
+        accuracy,
+        scores,
+        seconds,
+        correlations,
+        failures,
+        settings,
+    )

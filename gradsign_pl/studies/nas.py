@@ -31,21 +31,29 @@ from typing import Any
 
 import numpy as np
 
-from gradsign_pl.search.nb201_tabular import REPORT_COLUMNS
 from gradsign_pl.scoring.cache import append_jsonl, iter_jsonl
+from gradsign_pl.search.nb201_tabular import REPORT_COLUMNS
 from gradsign_pl.studies.selection import COLUMN_TITLES
 
 DEFAULT_STRATEGIES = ("rs", "g-rs", "rea", "g-rea", "reinforce", "g-reinforce", "bohb", "g-bohb")
 RUNS_FILE = "runs.jsonl"
 META_FILE = "meta.json"
 
-PAPER_NAMES = {"rs": "RS", "g-rs": "G-RS", "rea": "REA", "g-rea": "G-REA", "reinforce": "REINFORCE",
-               "g-reinforce": "G-REINFORCE", "bohb": "BOHB", "g-bohb": "G-HB"}
+PAPER_NAMES = {
+    "rs": "RS",
+    "g-rs": "G-RS",
+    "rea": "REA",
+    "g-rea": "G-REA",
+    "reinforce": "REINFORCE",
+    "g-reinforce": "G-REINFORCE",
+    "bohb": "BOHB",
+    "g-bohb": "G-HB",
+}
 """Our strategy names -> the paper's row names (its G-HB is our g-bohb)."""
 
 
 def _row(*values: float | None) -> dict[str, tuple[float, float]]:
-    pairs = [values[i:i + 2] for i in range(0, 12, 2)]
+    pairs = [values[i : i + 2] for i in range(0, 12, 2)]
     return {c: (m, s) for c, (m, s) in zip(REPORT_COLUMNS, pairs) if m is not None}
 
 
@@ -123,14 +131,19 @@ def _check_meta(out: Path, meta: dict[str, Any]) -> None:
     meta_path = out / META_FILE
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
-        diff = {k: (old.get(k), meta.get(k)) for k in set(old) | set(meta) if old.get(k) != meta.get(k)
-                and not (k == "scorer" and (old.get(k) is None or meta.get(k) is None))}
+        diff = {
+            k: (old.get(k), meta.get(k))
+            for k in set(old) | set(meta)
+            if old.get(k) != meta.get(k) and not (k == "scorer" and (old.get(k) is None or meta.get(k) is None))
+        }
         if old.get("scorer") is None and meta.get("scorer") is not None and not diff:
             meta_path.write_text(json.dumps(dict(old, scorer=meta["scorer"]), indent=2) + "\n")
         if diff:
             detail = ", ".join(f"{k}: recorded {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise ValueError(f"{out} holds NAS runs made with other settings ({detail}); use the same settings to "
-                             "resume, or another output directory")
+            raise ValueError(
+                f"{out} holds NAS runs made with other settings ({detail}); use the same settings to "
+                "resume, or another output directory"
+            )
     else:
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -252,9 +265,13 @@ def run_nas(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
-        "budget_seconds": budget_seconds, "max_evaluations": max_evaluations, "charge_scoring": charge_scoring,
-        "space": _space_fingerprint(space), "evaluator": _settings_of(evaluator),
-        "scorer": _settings_of(scorer) if assisted else None, "pool_size": pool_size,
+        "budget_seconds": budget_seconds,
+        "max_evaluations": max_evaluations,
+        "charge_scoring": charge_scoring,
+        "space": _space_fingerprint(space),
+        "evaluator": _settings_of(evaluator),
+        "scorer": _settings_of(scorer) if assisted else None,
+        "pool_size": pool_size,
         "strategy_kwargs": strategy_kwargs,
     }
     meta = json.loads(json.dumps(meta, default=str))
@@ -276,12 +293,17 @@ def run_nas(
         trace = strategy.run(space, evaluator, budget, seed=s, scorer=scorer if is_assisted(name) else None)
         report = evaluator.report(trace.best_arch) if hasattr(evaluator, "report") and trace.best_arch else {}
         record = {
-            "strategy": name, "seed": s, "best_arch": trace.best_arch, "best_reward": trace.best_reward,
+            "strategy": name,
+            "seed": s,
+            "best_arch": trace.best_arch,
+            "best_reward": trace.best_reward,
             "best_fidelity": getattr(trace, "best_fidelity", None),
             "search_reward": search_reward(trace.best_arch) if trace.best_arch else trace.best_reward,
-            "spent_seconds": trace.spent_seconds, "evaluations": trace.evaluations,
+            "spent_seconds": trace.spent_seconds,
+            "evaluations": trace.evaluations,
             "evaluations_by_fidelity": _by_fidelity(trace.history),
-            "proxy_calls": getattr(trace, "proxy_calls", 0), "accuracy": report,
+            "proxy_calls": getattr(trace, "proxy_calls", 0),
+            "accuracy": report,
             "curve": _curve(trace.history, search_reward),
         }
         append_jsonl(path, record)
@@ -290,8 +312,13 @@ def run_nas(
     if progress and todo:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ) as bar:
             task = bar.add_task(f"NAS: {len(strategies)} strategies x {runs} runs", total=len(todo))
             for name, s in todo:
                 bar.update(task, description=f"NAS: {name} seed {s}")
@@ -318,12 +345,19 @@ def _aggregate(name: str, records: list[dict[str, Any]]) -> NasRow:
         if vals:
             mean[c], std[c] = stats(vals)
     fidelities = sorted({k for r in records for k in (r.get("evaluations_by_fidelity") or {})}, key=float)
-    by_fidelity = {k: stats([(r.get("evaluations_by_fidelity") or {}).get(k, 0) for r in records])[0]
-                   for k in fidelities}
+    by_fidelity = {
+        k: stats([(r.get("evaluations_by_fidelity") or {}).get(k, 0) for r in records])[0] for k in fidelities
+    }
     return NasRow(
-        name, len(records), mean, std, stats([r.get("search_reward", r["best_reward"]) for r in records]),
-        stats([r["evaluations"] for r in records])[0], stats([r["proxy_calls"] for r in records])[0],
-        stats([r["spent_seconds"] for r in records])[0], PAPER_TABLE_5_5.get(PAPER_NAMES.get(name, name.upper())),
+        name,
+        len(records),
+        mean,
+        std,
+        stats([r.get("search_reward", r["best_reward"]) for r in records]),
+        stats([r["evaluations"] for r in records])[0],
+        stats([r["proxy_calls"] for r in records])[0],
+        stats([r["spent_seconds"] for r in records])[0],
+        PAPER_TABLE_5_5.get(PAPER_NAMES.get(name, name.upper())),
         by_fidelity,
     )
 
@@ -355,8 +389,7 @@ def table_rows(study: NasStudy) -> list[list[str]]:
             ours = _pm(r.mean.get(c), r.std.get(c)) if c in r.mean else "--"
             paper = (r.paper or {}).get(c)
             cells.append(f"{ours} ({_pm(*paper)})" if paper else ours)
-        out.append([r.strategy, str(r.runs), _evaluations(r), f"{r.proxy_calls:.1f}", _pm(*r.best_reward),
-                    *cells])
+        out.append([r.strategy, str(r.runs), _evaluations(r), f"{r.proxy_calls:.1f}", _pm(*r.best_reward), *cells])
     return out
 
 
@@ -368,7 +401,8 @@ def markdown_table(study: NasStudy) -> str:
         + (f", at most {s['max_evaluations']} evaluations" if s["max_evaluations"] else "")
         + (", scoring charged" if s["charge_scoring"] else "")
         + "; paper's value in parentheses. 12-ep reward: the 12-epoch validation accuracy of the returned arch "
-        "(bohb returns its best 200-epoch result).", "",
+        "(bohb returns its best 200-epoch result).",
+        "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join([" --- "] + [" ---: "] * (len(HEADER) - 1)) + "|",
     ]
@@ -395,7 +429,8 @@ def mean_curves(study: NasStudy, points: int = 200) -> tuple[np.ndarray, dict[st
     """Spent-budget grid and, per strategy, the mean incumbent reward on it (runs without an evaluation yet
     are left out of the mean at that point; ``nan`` where no run has one)."""
     horizon = study.settings["budget_seconds"] or max(
-        (r["curve"][-1][0] for r in study.records if r["curve"]), default=1.0)
+        (r["curve"][-1][0] for r in study.records if r["curve"]), default=1.0
+    )
     grid = np.linspace(0.0, float(horizon), points)
     curves = {}
     for name in study.settings["strategies"]:
@@ -451,18 +486,40 @@ def write_nas(study: NasStudy, out: str | os.PathLike, *, plot: bool = True) -> 
     paths = {"csv": out / "nas.csv", "json": out / "nas.json", "markdown": out / "nas.md"}
     with open(paths["csv"], "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["strategy", "runs", "evaluations", "evaluations_by_fidelity", "proxy_calls", "spent_seconds",
-                    "best_reward_mean", "best_reward_std",
-                    *(f"{c}_{s}" for c in REPORT_COLUMNS for s in ("mean", "std")),
-                    *(f"paper_{c}_{s}" for c in REPORT_COLUMNS for s in ("mean", "std"))])
+        w.writerow(
+            [
+                "strategy",
+                "runs",
+                "evaluations",
+                "evaluations_by_fidelity",
+                "proxy_calls",
+                "spent_seconds",
+                "best_reward_mean",
+                "best_reward_std",
+                *(f"{c}_{s}" for c in REPORT_COLUMNS for s in ("mean", "std")),
+                *(f"paper_{c}_{s}" for c in REPORT_COLUMNS for s in ("mean", "std")),
+            ]
+        )
         for r in study.rows:
             ours = [v for c in REPORT_COLUMNS for v in ((r.mean[c], r.std[c]) if c in r.mean else ("", ""))]
             paper = [v for c in REPORT_COLUMNS for v in ((r.paper or {}).get(c) or ("", ""))]
             by_fidelity = " ".join(f"{k}:{n:g}" for k, n in r.evaluations_by_fidelity.items())
-            w.writerow([r.strategy, r.runs, r.evaluations, by_fidelity, r.proxy_calls, r.spent_seconds, *r.best_reward,
-                        *ours, *paper])
-    paths["json"].write_text(json.dumps({"settings": study.settings,
-                                         "rows": [dataclasses.asdict(r) for r in study.rows]}, indent=1) + "\n")
+            w.writerow(
+                [
+                    r.strategy,
+                    r.runs,
+                    r.evaluations,
+                    by_fidelity,
+                    r.proxy_calls,
+                    r.spent_seconds,
+                    *r.best_reward,
+                    *ours,
+                    *paper,
+                ]
+            )
+    paths["json"].write_text(
+        json.dumps({"settings": study.settings, "rows": [dataclasses.asdict(r) for r in study.rows]}, indent=1) + "\n"
+    )
     paths["markdown"].write_text(markdown_table(study))
     if plot:
         paths["plot"] = plot_curves(study, out / "nas_curves.png")

@@ -46,8 +46,9 @@ class CrossValidation:
     n_families: int
 
 
-def cross_validate(policies: Mapping[str, Sequence[float]], accuracy: Sequence[float],
-                   families: Sequence[str]) -> CrossValidation:
+def cross_validate(
+    policies: Mapping[str, Sequence[float]], accuracy: Sequence[float], families: Sequence[str]
+) -> CrossValidation:
     """Leave-one-family-out estimate of choosing among ``policies`` by Kendall tau (module docstring).
 
     Args:

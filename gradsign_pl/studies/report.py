@@ -21,7 +21,15 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def table_rows(study: CorrelationStudy) -> list[list[str]]:
     """Rows of the summary table: proxy, Spearman, paper, Kendall, n, failed, archs/min."""
     return [
-        [c.name, _fmt(c.spearman), _fmt(c.paper), _fmt(c.kendall), str(c.n), str(c.n_failed), _fmt(c.archs_per_minute, 1)]
+        [
+            c.name,
+            _fmt(c.spearman),
+            _fmt(c.paper),
+            _fmt(c.kendall),
+            str(c.n),
+            str(c.n_failed),
+            _fmt(c.archs_per_minute, 1),
+        ]
         for c in study.correlations
     ]
 
@@ -34,8 +42,10 @@ def print_table(study: CorrelationStudy) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = f"{study.space} / {DATASET_TITLES.get(study.dataset, study.dataset)}: {len(study.indices)} archs, " \
-            f"batch {study.settings['batch_size']}, seed {study.settings['seed']}"
+    title = (
+        f"{study.space} / {DATASET_TITLES.get(study.dataset, study.dataset)}: {len(study.indices)} archs, "
+        f"batch {study.settings['batch_size']}, seed {study.settings['seed']}"
+    )
     table = Table(title=title)
     for i, h in enumerate(HEADER):
         table.add_column(h, justify="left" if i == 0 else "right")
@@ -63,12 +73,16 @@ def write_study(study: CorrelationStudy, out: str | Path, *, plots: bool = True)
         writer = csv.writer(fh)
         writer.writerow(["index", "arch", "test_accuracy", *names])
         for k, index in enumerate(study.indices):
-            writer.writerow([index, study.archs[k], study.accuracy[k], *(_csv_value(study.scores[n][k]) for n in names)])
+            writer.writerow(
+                [index, study.archs[k], study.accuracy[k], *(_csv_value(study.scores[n][k]) for n in names)]
+            )
     summary = {
         "settings": study.settings,
         "correlations": [
-            {**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in vars(c).items()},
-             "archs_per_minute": None if math.isnan(c.archs_per_minute) else c.archs_per_minute}
+            {
+                **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in vars(c).items()},
+                "archs_per_minute": None if math.isnan(c.archs_per_minute) else c.archs_per_minute,
+            }
             for c in study.correlations
         ],
         "failures": [{"index": i, "proxy": p, "reason": r} for i, p, r in study.failures],

@@ -38,29 +38,63 @@ SELECTION_METRIC = "cifar10_valid"
 """The column ``optimal`` maximises."""
 
 COLUMN_TITLES = {
-    "cifar10_valid": "C10 valid", "cifar10_test": "C10 test", "cifar100_valid": "C100 valid",
-    "cifar100_test": "C100 test", "imagenet16_valid": "IN16 valid", "imagenet16_test": "IN16 test",
+    "cifar10_valid": "C10 valid",
+    "cifar10_test": "C10 test",
+    "cifar100_valid": "C100 valid",
+    "cifar100_test": "C100 test",
+    "imagenet16_valid": "IN16 valid",
+    "imagenet16_test": "IN16 test",
 }
 
 PAPER_TABLE_5_4: dict[str, dict[str, tuple[float, float]]] = {
-    "synflow(N=100)": {"cifar10_valid": (89.83, 0.75), "cifar10_test": (93.12, 0.52),
-                       "cifar100_valid": (69.89, 1.87), "cifar100_test": (69.94, 1.88),
-                       "imagenet16_valid": (41.94, 4.13), "imagenet16_test": (42.26, 4.26)},
-    "naswot(N=100)": {"cifar10_valid": (89.55, 0.89), "cifar10_test": (92.81, 0.99),
-                      "cifar100_valid": (69.35, 1.70), "cifar100_test": (69.48, 1.70),
-                      "imagenet16_valid": (42.81, 3.05), "imagenet16_test": (43.10, 3.16)},
-    "naswot(N=1000)": {"cifar10_valid": (89.69, 0.73), "cifar10_test": (92.96, 0.81),
-                       "cifar100_valid": (69.98, 1.22), "cifar100_test": (69.86, 1.21),
-                       "imagenet16_valid": (44.44, 2.10), "imagenet16_test": (43.95, 2.05)},
-    "gradsign(N=100)": {"cifar10_valid": (89.84, 0.61), "cifar10_test": (93.31, 0.47),
-                        "cifar100_valid": (70.22, 1.32), "cifar100_test": (70.33, 1.28),
-                        "imagenet16_valid": (42.07, 2.78), "imagenet16_test": (42.42, 2.81)},
-    "random": {"cifar10_valid": (83.20, 13.28), "cifar10_test": (86.61, 13.46),
-               "cifar100_valid": (60.70, 12.55), "cifar100_test": (60.83, 12.58),
-               "imagenet16_valid": (33.34, 9.39), "imagenet16_test": (33.13, 9.66)},
-    "optimal(N=100)": {"cifar10_valid": (91.05, 0.28), "cifar10_test": (93.84, 0.23),
-                       "cifar100_valid": (71.45, 0.79), "cifar100_test": (71.56, 0.78),
-                       "imagenet16_valid": (45.37, 0.61), "imagenet16_test": (45.67, 0.64)},
+    "synflow(N=100)": {
+        "cifar10_valid": (89.83, 0.75),
+        "cifar10_test": (93.12, 0.52),
+        "cifar100_valid": (69.89, 1.87),
+        "cifar100_test": (69.94, 1.88),
+        "imagenet16_valid": (41.94, 4.13),
+        "imagenet16_test": (42.26, 4.26),
+    },
+    "naswot(N=100)": {
+        "cifar10_valid": (89.55, 0.89),
+        "cifar10_test": (92.81, 0.99),
+        "cifar100_valid": (69.35, 1.70),
+        "cifar100_test": (69.48, 1.70),
+        "imagenet16_valid": (42.81, 3.05),
+        "imagenet16_test": (43.10, 3.16),
+    },
+    "naswot(N=1000)": {
+        "cifar10_valid": (89.69, 0.73),
+        "cifar10_test": (92.96, 0.81),
+        "cifar100_valid": (69.98, 1.22),
+        "cifar100_test": (69.86, 1.21),
+        "imagenet16_valid": (44.44, 2.10),
+        "imagenet16_test": (43.95, 2.05),
+    },
+    "gradsign(N=100)": {
+        "cifar10_valid": (89.84, 0.61),
+        "cifar10_test": (93.31, 0.47),
+        "cifar100_valid": (70.22, 1.32),
+        "cifar100_test": (70.33, 1.28),
+        "imagenet16_valid": (42.07, 2.78),
+        "imagenet16_test": (42.42, 2.81),
+    },
+    "random": {
+        "cifar10_valid": (83.20, 13.28),
+        "cifar10_test": (86.61, 13.46),
+        "cifar100_valid": (60.70, 12.55),
+        "cifar100_test": (60.83, 12.58),
+        "imagenet16_valid": (33.34, 9.39),
+        "imagenet16_test": (33.13, 9.66),
+    },
+    "optimal(N=100)": {
+        "cifar10_valid": (91.05, 0.28),
+        "cifar10_test": (93.84, 0.23),
+        "cifar100_valid": (71.45, 0.79),
+        "cifar100_test": (71.56, 0.78),
+        "imagenet16_valid": (45.37, 0.61),
+        "imagenet16_test": (45.67, 0.64),
+    },
 }
 """GradSign thesis Table 5.4: mean (std) over 500 runs, searched on CIFAR-10; rows ``<method>(N=<n>)``, Random
 without N. Its NASWOT rows are quoted from the NASWOT paper; Optimal's metric is not stated."""
@@ -163,15 +197,27 @@ def run_selection(
                 values["oracle"][c][r] = truth[c][sample].max()
             picks.append({"n": int(n), "run": r, **{m: pool[i] for m, i in chosen.items()}})
         for m in methods:
-            rows.append(SelectionRow(
-                m, int(n), k, runs,
-                {c: float(values[m][c].mean()) for c in columns},
-                {c: float(values[m][c].std()) for c in columns},
-                paper_row(m, int(n)),
-            ))
-    settings = {"n_values": [int(n) for n in n_values], "runs": runs, "seed": seed, "pool_size": len(pool),
-                "proxies": proxies, "columns": list(columns), "optimal_metric": SELECTION_METRIC,
-                "table": table.source}
+            rows.append(
+                SelectionRow(
+                    m,
+                    int(n),
+                    k,
+                    runs,
+                    {c: float(values[m][c].mean()) for c in columns},
+                    {c: float(values[m][c].std()) for c in columns},
+                    paper_row(m, int(n)),
+                )
+            )
+    settings = {
+        "n_values": [int(n) for n in n_values],
+        "runs": runs,
+        "seed": seed,
+        "pool_size": len(pool),
+        "proxies": proxies,
+        "columns": list(columns),
+        "optimal_metric": SELECTION_METRIC,
+        "table": table.source,
+    }
     return SelectionStudy(rows, picks, settings)
 
 
@@ -204,8 +250,10 @@ def header(study: SelectionStudy) -> list[str]:
 
 def markdown_table(study: SelectionStudy) -> str:
     h = header(study)
-    title = (f"Architecture selection (Table 5.4): mean ± std over {study.settings['runs']} runs, "
-             f"pool of {study.settings['pool_size']} scored archs; paper's value in parentheses where it has one.")
+    title = (
+        f"Architecture selection (Table 5.4): mean ± std over {study.settings['runs']} runs, "
+        f"pool of {study.settings['pool_size']} scored archs; paper's value in parentheses where it has one."
+    )
     lines = [
         title,
         "",
@@ -220,8 +268,10 @@ def print_table(study: SelectionStudy) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"Architecture selection (Table 5.4): {study.settings['runs']} runs, pool "
-                    f"{study.settings['pool_size']}; (paper)")
+    t = Table(
+        title=f"Architecture selection (Table 5.4): {study.settings['runs']} runs, pool "
+        f"{study.settings['pool_size']}; (paper)"
+    )
     for i, h in enumerate(header(study)):
         t.add_column(h, justify="left" if i == 0 else "right")
     for r in table_rows(study):
@@ -240,16 +290,31 @@ def write_selection(study: SelectionStudy, out: str | os.PathLike) -> dict[str, 
     cols = study.settings["columns"]
     with open(paths["csv"], "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["method", "n", "n_effective", "runs", *(f"{c}_{s}" for c in cols for s in ("mean", "std")),
-                    *(f"paper_{c}_{s}" for c in cols for s in ("mean", "std"))])
+        w.writerow(
+            [
+                "method",
+                "n",
+                "n_effective",
+                "runs",
+                *(f"{c}_{s}" for c in cols for s in ("mean", "std")),
+                *(f"paper_{c}_{s}" for c in cols for s in ("mean", "std")),
+            ]
+        )
         for r in study.rows:
             paper = [v for c in cols for v in ((r.paper or {}).get(c) or ("", ""))]
-            w.writerow([r.method, r.n, r.n_effective, r.runs, *(v for c in cols for v in (r.mean[c], r.std[c])),
-                        *paper])
-    paths["json"].write_text(json.dumps({
-        "settings": study.settings,
-        "rows": [dataclasses.asdict(r) for r in study.rows],
-        "picks": study.picks,
-    }, indent=1) + "\n")
+            w.writerow(
+                [r.method, r.n, r.n_effective, r.runs, *(v for c in cols for v in (r.mean[c], r.std[c])), *paper]
+            )
+    paths["json"].write_text(
+        json.dumps(
+            {
+                "settings": study.settings,
+                "rows": [dataclasses.asdict(r) for r in study.rows],
+                "picks": study.picks,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     paths["markdown"].write_text(markdown_table(study))
     return paths

@@ -20,7 +20,7 @@ def test_environment_variable_is_used(tmp_path, monkeypatch):
 
 
 def test_missing_file_in_a_data_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cifar10_exact_subset.npz is not in the data directory"):
+    with pytest.raises(FileNotFoundError, match=r"cifar10_exact_subset.npz is not in the data directory"):
         load_batch("cifar10", root=tmp_path)
 
 
@@ -37,9 +37,9 @@ def test_tiny_user_file_is_read_and_normalised(tmp_path):
     inputs, labels = load_batch("imagenet16", 4, seed=3, root=tmp_path)
     spec = DATASETS["imagenet16"]
     order = labels.numpy()
-    expected = (torch.from_numpy(x[order]).permute(0, 3, 1, 2) / 255 - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(
-        spec.std
-    ).view(1, 3, 1, 1)
+    expected = (
+        torch.from_numpy(x[order]).permute(0, 3, 1, 2) / 255 - torch.tensor(spec.mean).view(1, 3, 1, 1)
+    ) / torch.tensor(spec.std).view(1, 3, 1, 1)
     torch.testing.assert_close(inputs, expected)
     assert inputs.dtype == torch.float32 and labels.dtype == torch.int64 and len(set(order)) == 4
 

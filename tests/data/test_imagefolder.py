@@ -12,8 +12,9 @@ from tests.images import tiny_imagefolder
 @pytest.mark.parametrize("auto_augment, random_erasing", [(False, 0.0), (True, 1.0)])
 def test_batches_have_the_image_size_and_labels_of_the_folders(tmp_path, auto_augment, random_erasing):
     root = tiny_imagefolder(tmp_path, 40)
-    dm = ImageFolderDataModule(str(root), image_size=32, batch_size=8, num_workers=0, auto_augment=auto_augment,
-                               random_erasing=random_erasing)
+    dm = ImageFolderDataModule(
+        str(root), image_size=32, batch_size=8, num_workers=0, auto_augment=auto_augment, random_erasing=random_erasing
+    )
     assert dm.num_classes == 2 and dm.in_chans == 3
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))

@@ -74,11 +74,19 @@ def _fit(seed: int, stops: list[int | None], tmp_path):
         module = ClassificationModule(candidate("timm:resnet10t").build(10, 1, (16, 16)), 10, warmup_fraction=0.1)
         path = tmp_path / f"rung{i}.ckpt"
         recorder = FidelityRecorder([3, 17, 40], stop_at=stop, checkpoint=path if stop else None)
-        trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False,
-                             callbacks=[recorder])
-        trainer.fit(module, datamodule=DigitsDataModule(batch_size=32, image_size=16), ckpt_path=ckpt,
-                    weights_only=True)
+        trainer = pl.Trainer(
+            max_epochs=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+            callbacks=[recorder],
+        )
+        trainer.fit(
+            module, datamodule=DigitsDataModule(batch_size=32, image_size=16), ckpt_path=ckpt, weights_only=True
+        )
         ckpt = path
     return recorder.curve, module
 
@@ -103,6 +111,7 @@ def test_under_ddp_each_rank_takes_its_shard_and_together_they_cover_the_epoch(n
         trainer = SimpleNamespace(world_size=world, global_rank=rank, training=False)
         shards.append([i for _, i in ResumableSampler(n, seed, batch_size=3, trainer=trainer)])
     assert len({len(s) for s in shards}) == 1 and len(shards[0]) == len(
-        ResumableSampler(n, seed, 3, trainer=SimpleNamespace(world_size=world, global_rank=0)))
+        ResumableSampler(n, seed, 3, trainer=SimpleNamespace(world_size=world, global_rank=0))
+    )
     assert set().union(*shards) == set(range(n))
     assert sum(len(s) for s in shards) - n < world  # padding: fewer than one extra sample per rank

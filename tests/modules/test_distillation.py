@@ -57,8 +57,14 @@ class TinyStudent(nn.Module):
 
 
 def plain_student(num_classes: int = 2) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, num_classes),
+    )
 
 
 def teacher(num_classes: int = 2) -> nn.Module:
@@ -106,8 +112,15 @@ class LossRecorder(Callback):
 
 
 def trainer(**kw) -> Trainer:
-    args = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
-            "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}
+    args = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
     args.update(kw)
     return Trainer(**args)
 
@@ -223,8 +236,15 @@ def test_loss_matches_hand_computation_with_teacher_resolution():
     t = torch.tensor([[1.0, 0.0, 3.0], [-1.0, 2.0, 0.0]])
     y = torch.tensor([0, 1])
     T, w, ls = 2.0, 0.7, 0.1
-    module = DistillationModule(LearnedLogits(s), 3, teacher=FixedLogits(t), teacher_resolution=20,
-                                temperature=T, kd_weight=w, label_smoothing=ls)
+    module = DistillationModule(
+        LearnedLogits(s),
+        3,
+        teacher=FixedLogits(t),
+        teacher_resolution=20,
+        temperature=T,
+        kd_weight=w,
+        label_smoothing=ls,
+    )
     out = module.distillation_losses(torch.randn(2, 3, 12, 12), y)
 
     def log_softmax(z):
@@ -344,10 +364,20 @@ def _lrs(module: DistillationModule, steps: int) -> list[list[float]]:
     return out
 
 
-@pytest.mark.parametrize("total,warmup_fraction,warmup", [
-    (100, 0.1, 10), (1000, 0.05, 50), (7, 0.0, 0), (1, 0.0, 0), (10, 0.05, 0),  # round(0.5) = 0: no warm-up
-    (10, 0.15, 2), (3, 0.4, 1), (2, 0.99, 2), (5, 0.5, 2),
-])
+@pytest.mark.parametrize(
+    "total,warmup_fraction,warmup",
+    [
+        (100, 0.1, 10),
+        (1000, 0.05, 50),
+        (7, 0.0, 0),
+        (1, 0.0, 0),
+        (10, 0.05, 0),  # round(0.5) = 0: no warm-up
+        (10, 0.15, 2),
+        (3, 0.4, 1),
+        (2, 0.99, 2),
+        (5, 0.5, 2),
+    ],
+)
 def test_lr_schedule_is_torch_schedulers_matching_the_documented_formula(total, warmup_fraction, warmup):
     from types import SimpleNamespace
 
@@ -393,7 +423,7 @@ def test_lr_schedule_resumes_from_its_state_dict(saved_after):
         resumed.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert resumed == pytest.approx(whole[saved_after + 1:], rel=0, abs=1e-15)
+    assert resumed == pytest.approx(whole[saved_after + 1 :], rel=0, abs=1e-15)
 
 
 # --------------------------------------------------------------------------- real fits
@@ -403,8 +433,9 @@ def test_distillation_fit_lowers_the_loss_and_leaves_the_teacher_untouched(image
     seed_everything(0)
     t = teacher(2)
     before = {k: v.clone() for k, v in t.state_dict().items()}
-    module = DistillationModule(plain_student(2), 2, teacher=t, teacher_resolution=48, lr=0.05, warmup_fraction=0.0,
-                                optimizer="sgd")
+    module = DistillationModule(
+        plain_student(2), 2, teacher=t, teacher_resolution=48, lr=0.05, warmup_fraction=0.0, optimizer="sgd"
+    )
     rec = LossRecorder()
     tr = trainer(max_epochs=8, callbacks=[rec])
     tr.fit(module, datamodule=datamodule(image_root))
@@ -440,8 +471,9 @@ def test_feature_distillation_fit_bf16(image_root):
     seed_everything(0)
     t = teacher(2)
     before = {k: v.clone() for k, v in t.state_dict().items()}
-    module = DistillationModule(TinyStudent(2), 2, teacher=t, feature_weight=1.0, lr=0.05, warmup_fraction=0.0,
-                                mixup_alpha=0.2)
+    module = DistillationModule(
+        TinyStudent(2), 2, teacher=t, feature_weight=1.0, lr=0.05, warmup_fraction=0.0, mixup_alpha=0.2
+    )
     # stages paired with the teacher's last two (reductions 16 and 32): channels 48 and 64
     assert module._teacher_modules == ["blocks.3", "blocks.4"]
     assert [p.out_channels for p in module.feature_projections] == [48, 64]
@@ -485,7 +517,9 @@ def test_feature_stages_select_the_distilled_student_stages_by_reduction():
     assert module.feature_projections[0].in_channels == 16
     out = module.distillation_losses(torch.randn(2, 3, 16, 16), torch.tensor([0, 1]))
     assert torch.isfinite(out["feature_loss"])
-    with pytest.raises(ValueError, match=r"feature_stages=\[16\] matches none of the student's stage reductions \[2, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"feature_stages=\[16\] matches none of the student's stage reductions \[2, 4\]"
+    ):
         DistillationModule(WithReductions(2), 2, teacher=teacher(2), feature_weight=1.0, feature_stages=[16])
     with pytest.raises(ValueError, match="has no feature_reductions"):
         DistillationModule(TinyStudent(2), 2, teacher=teacher(2), feature_weight=1.0, feature_stages=[4])
@@ -528,7 +562,7 @@ def test_feature_weight_needs_stage_features_and_a_teacher_with_feature_info():
         DistillationModule(plain_student(), 2, teacher=teacher(2), feature_weight=1.0)
     with pytest.raises(ValueError, match="lacks feature_channels"):
         DistillationModule(TinyStudent(features=False), 2, teacher=teacher(2), feature_weight=1.0)
-    with pytest.raises(ValueError, match="feature_info.*or set feature_weight=0"):
+    with pytest.raises(ValueError, match=r"feature_info.*or set feature_weight=0"):
         DistillationModule(TinyStudent(), 2, teacher=FixedLogits(torch.zeros(1, 2)), feature_weight=1.0)
 
 
@@ -540,7 +574,7 @@ def test_teacher_with_other_class_count_is_refused_at_the_first_step():
 
 # --------------------------------------------------------------------------- DDP
 
-DDP_SCRIPT = '''
+DDP_SCRIPT = """
 import json, sys, torch, lightning.pytorch as pl
 from torch.utils.data import DataLoader, TensorDataset
 from gradsign_pl.candidates import build_model
@@ -567,7 +601,7 @@ if __name__ == "__main__":
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[Report()], default_root_dir=sys.argv[1])
     trainer.fit(module, DataLoader(ds, batch_size=4))
-'''
+"""
 
 
 def test_ddp_two_cpu_processes_keep_ranks_in_sync_and_the_teacher_frozen(tmp_path):
@@ -579,8 +613,15 @@ def test_ddp_two_cpu_processes_keep_ranks_in_sync_and_the_teacher_frozen(tmp_pat
     root = Path(__file__).resolve().parents[2]
     script = tmp_path / "ddp_distill.py"
     script.write_text(DDP_SCRIPT)
-    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, cwd=root,
-                            timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(root)})
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     reports = {rank: json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)}
     before = json.loads((tmp_path / "teacher_before.json").read_text())

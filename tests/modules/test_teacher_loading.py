@@ -151,11 +151,12 @@ def test_recipe_option_reaches_load_teacher(tmp_path, net):
     def no_training(*_):
         raise AssertionError("the teacher exists and must not be trained")
 
-    with pytest.raises(ValueError, match="distill.trust_checkpoint: true"):
+    with pytest.raises(ValueError, match=r"distill.trust_checkpoint: true"):
         prepare_teacher(DistillOptions(teacher=TEACHER, checkpoint=str(path)), data, no_training)
     with pytest.warns(UserWarning, match="arbitrary code"):
-        teacher, _ = prepare_teacher(DistillOptions(teacher=TEACHER, checkpoint=str(path), trust_checkpoint=True),
-                                     data, no_training)
+        teacher, _ = prepare_teacher(
+            DistillOptions(teacher=TEACHER, checkpoint=str(path), trust_checkpoint=True), data, no_training
+        )
     assert_same_weights(teacher, net)
 
 
@@ -167,18 +168,34 @@ def _lightning_fit_checkpoint(net: nn.Module, folder: Path) -> Path:
     module = ClassificationModule(net, 3)
     data = TensorDataset(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))
     checkpoint = ModelCheckpoint(dirpath=folder, save_last=True)
-    trainer = Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, callbacks=[checkpoint])
+    trainer = Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[checkpoint],
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(module, DataLoader(data, batch_size=2))
     return Path(checkpoint.last_model_path)
 
 
-@pytest.mark.parametrize("form", [
-    "timm_train_checkpoint", "module_prefix", "model_prefix", "safetensors", "safetensors_module_prefix",
-    "lightning_fit", "lightning_with_unsafe_hparams",
-])
+@pytest.mark.parametrize(
+    "form",
+    [
+        "timm_train_checkpoint",
+        "module_prefix",
+        "model_prefix",
+        "safetensors",
+        "safetensors_module_prefix",
+        "lightning_fit",
+        "lightning_with_unsafe_hparams",
+    ],
+)
 def test_timm_and_lightning_forms_load_safely(tmp_path, form):
     torch.manual_seed(0)
     net = build_model(TEACHER, num_classes=3).eval()
@@ -186,10 +203,19 @@ def test_timm_and_lightning_forms_load_safely(tmp_path, form):
     path = tmp_path / "teacher.pth"
     refused_by_plain_safe_load = False
     if form == "timm_train_checkpoint":  # timm's CheckpointSaver: argparse args, DDP keys, EMA weights
-        torch.save({"epoch": 3, "arch": "test_efficientnet", "state_dict": {f"module.{k}": v for k, v in sd.items()},
-                    "optimizer": torch.optim.SGD(net.parameters(), lr=0.1).state_dict(), "version": 2,
-                    "args": argparse.Namespace(model="test_efficientnet", lr=0.1, data_dir=Path("/data")),
-                    "metric": 12.5, "state_dict_ema": {k: v.clone() for k, v in sd.items()}}, path)
+        torch.save(
+            {
+                "epoch": 3,
+                "arch": "test_efficientnet",
+                "state_dict": {f"module.{k}": v for k, v in sd.items()},
+                "optimizer": torch.optim.SGD(net.parameters(), lr=0.1).state_dict(),
+                "version": 2,
+                "args": argparse.Namespace(model="test_efficientnet", lr=0.1, data_dir=Path("/data")),
+                "metric": 12.5,
+                "state_dict_ema": {k: v.clone() for k, v in sd.items()},
+            },
+            path,
+        )
         path = path.rename(tmp_path / "last.pth.tar")
         refused_by_plain_safe_load = True
     elif form in ("module_prefix", "model_prefix"):
@@ -206,7 +232,7 @@ def test_timm_and_lightning_forms_load_safely(tmp_path, form):
         path = _lightning_fit_checkpoint(net, tmp_path / "ckpt")
         saved = torch.load(path, weights_only=True)  # our own Lightning checkpoints need nothing else
         assert {"state_dict", "optimizer_states", "callbacks", "hyper_parameters"} <= saved.keys()
-        sd = {k[len("backbone."):]: v for k, v in saved["state_dict"].items()}
+        sd = {k[len("backbone.") :]: v for k, v in saved["state_dict"].items()}
         if form == "lightning_with_unsafe_hparams":  # e.g. a user's module that saved a Path / Namespace
             saved["hyper_parameters"]["data_root"] = Path("/data")
             saved["hyper_parameters"]["cli_args"] = argparse.Namespace(seed=1)

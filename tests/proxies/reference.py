@@ -22,9 +22,7 @@ def scoring_network(model: nn.Module, x: torch.Tensor, bn_policy: str) -> nn.Mod
         bn.running_mean = bn.running_var = None
     if bn_policy == "batch":
         seen = {}
-        hooks = [
-            bn.register_forward_pre_hook(lambda m, a: seen.__setitem__(m, a[0].detach().clone())) for bn in bns
-        ]
+        hooks = [bn.register_forward_pre_hook(lambda m, a: seen.__setitem__(m, a[0].detach().clone())) for bn in bns]
         with torch.no_grad():
             net(x)
         for h in hooks:
@@ -48,7 +46,9 @@ def per_sample_weight_gradients(model, x, y, *, bn_policy="per_sample", loss_fn=
         net.zero_grad()
         loss_fn(net(x[i : i + 1]), y[i : i + 1]).backward()
         rows.append(
-            torch.cat([(m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).flatten() for m in layers])
+            torch.cat(
+                [(m.weight.grad if m.weight.grad is not None else torch.zeros_like(m.weight)).flatten() for m in layers]
+            )
         )
     return torch.stack(rows)
 

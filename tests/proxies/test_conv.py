@@ -13,7 +13,9 @@ from gradsign_pl.proxies._conv import _unfold_pays, use_unfold_weight_grad
 
 CONVS = {
     "3x3_small_map": dict(in_channels=16, out_channels=8, kernel_size=3, padding=1),
-    "strided_dilated_bias": dict(in_channels=12, out_channels=6, kernel_size=3, stride=2, padding=2, dilation=2, bias=True),
+    "strided_dilated_bias": dict(
+        in_channels=12, out_channels=6, kernel_size=3, stride=2, padding=2, dilation=2, bias=True
+    ),
     "grouped": dict(in_channels=16, out_channels=8, kernel_size=3, padding=1, groups=4),
     "depthwise": dict(in_channels=16, out_channels=16, kernel_size=3, padding=1, groups=16),
     "pointwise": dict(in_channels=16, out_channels=32, kernel_size=1),

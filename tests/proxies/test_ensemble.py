@@ -37,8 +37,11 @@ def test_mean_rank_and_log_rank_by_hand():
     scores = {"a": [1.0, 2.0, 3.0], "b": [3.0, 2.0, 1.0], "c": [1.0, 3.0, 2.0]}
     # ranks a: 1 2 3; b: 3 2 1; c: 1 3 2
     assert rank_ensemble(scores, "mean_rank").tolist() == pytest.approx([5 / 3, 7 / 3, 2.0])
-    expected = [math.log(1 / 3) + math.log(3 / 3) + math.log(1 / 3), math.log(2 / 3) * 2 + math.log(3 / 3),
-                math.log(3 / 3) + math.log(1 / 3) + math.log(2 / 3)]
+    expected = [
+        math.log(1 / 3) + math.log(3 / 3) + math.log(1 / 3),
+        math.log(2 / 3) * 2 + math.log(3 / 3),
+        math.log(3 / 3) + math.log(1 / 3) + math.log(2 / 3),
+    ]
     assert rank_ensemble(scores, "log_rank").tolist() == pytest.approx(expected)
 
 

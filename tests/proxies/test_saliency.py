@@ -58,8 +58,11 @@ def ref_grads(model, x, y):
     net = copy.deepcopy(model).train()
     net.zero_grad()
     F.cross_entropy(net(x), y).backward()
-    return {f"{n}.weight": (m.weight.detach(), m.weight.grad.detach())
-            for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return {
+        f"{n}.weight": (m.weight.detach(), m.weight.grad.detach())
+        for n, m in net.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    }
 
 
 def ref_grad_norm(model, x, y):
@@ -122,6 +125,7 @@ def ref_fisher(model, x, y, per_weight=True):
             s = torch.ones(out.shape[:2] + (1,) * (out.ndim - 2), dtype=out.dtype, requires_grad=True)
             scales[k] = s
             return out * s
+
         return hook
 
     hs = [m.register_forward_hook(hook_for(k)) for k, m in layers.items()]
@@ -132,7 +136,7 @@ def ref_fisher(model, x, y, per_weight=True):
     out = {}
     for (k, m), g in zip(layers.items(), gs):
         g = g.reshape(g.shape[0], g.shape[1])
-        per_channel = 0.5 * (g ** 2).mean(0)
+        per_channel = 0.5 * (g**2).mean(0)
         fan_in = m.weight[0].numel() if per_weight else 1
         out[k] = per_channel.sum() * fan_in
     return out

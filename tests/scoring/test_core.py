@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import lightning.pytorch as pl
@@ -13,11 +14,11 @@ from gradsign_pl import GradSignCallback, ScoringPolicy, rank, score
 from gradsign_pl.proxies import check_options
 from gradsign_pl.proxies._registry import _PROXIES
 from gradsign_pl.scoring.batch import first_batch, unpack_batch
+from gradsign_pl.scoring.cache import ScoreCache
 from gradsign_pl.scoring.core import score_model
 from gradsign_pl.search.evolution import proxy_fitness
 from gradsign_pl.spaces import create_space
 from gradsign_pl.studies.correlation import score_archs
-from gradsign_pl.scoring.cache import ScoreCache
 from tests.models import TinyCNN
 
 
@@ -39,8 +40,10 @@ def test_every_face_gives_the_same_score_for_the_same_model_batch_and_seed(batch
     assert via_core.scores["gradsign"] == expected
     ranked = rank({"z": f"zen:{structure}"}, batch, ["gradsign"], num_classes=5, progress=False, policy="cell-space")
     torch.manual_seed(0)  # rank() seeds 0..seeds-1
-    assert ranked["z"].scores["gradsign"] == score("gradsign", space.build(structure, num_classes=5, in_chans=3),
-                                                    *batch).score
+    assert (
+        ranked["z"].scores["gradsign"]
+        == score("gradsign", space.build(structure, num_classes=5, in_chans=3), *batch).score
+    )
 
     class Study:
         def build(self, index, dataset):
@@ -54,9 +57,17 @@ def test_every_face_gives_the_same_score_for_the_same_model_batch_and_seed(batch
     torch.manual_seed(3)
     module = _Wrapped(space.build(structure, num_classes=5, in_chans=3))
     cb = GradSignCallback(policy="cell-space", max_samples=None)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=0, limit_val_batches=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[cb], default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=0,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[cb],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, DataLoader(list(zip(*batch)), batch_size=8))
     assert cb.scores["gradsign"] == expected
 
@@ -138,12 +149,28 @@ def test_an_out_of_memory_score_is_not_cached_as_final(batch, tmp_path, monkeypa
 
     never.__signature__ = __import__("inspect").signature(real.fn)
     monkeypatch.setitem(_PROXIES, "gradsign", type(real)("gradsign", never, True))
-    first = rank({"a": lambda num_classes, in_chans: TinyCNN(num_classes, in_chans, 4)}, batch, ["gradsign"],
-                 cache=tmp_path, num_classes=5, progress=False, policy="cell-space", order_by="gradsign")
+    first = rank(
+        {"a": lambda num_classes, in_chans: TinyCNN(num_classes, in_chans, 4)},
+        batch,
+        ["gradsign"],
+        cache=tmp_path,
+        num_classes=5,
+        progress=False,
+        policy="cell-space",
+        order_by="gradsign",
+    )
     assert first["a"].status == "failed" and "out of memory" in first["a"].reason
     monkeypatch.undo()
-    again = rank({"a": lambda num_classes, in_chans: TinyCNN(num_classes, in_chans, 4)}, batch, ["gradsign"],
-                 cache=tmp_path, num_classes=5, progress=False, policy="cell-space", order_by="gradsign")
+    again = rank(
+        {"a": lambda num_classes, in_chans: TinyCNN(num_classes, in_chans, 4)},
+        batch,
+        ["gradsign"],
+        cache=tmp_path,
+        num_classes=5,
+        progress=False,
+        policy="cell-space",
+        order_by="gradsign",
+    )
     assert again["a"].status == "ok" and math.isfinite(again["a"].scores["gradsign"])
 
 
@@ -188,27 +215,46 @@ def test_one_unpacker_for_every_face(batch, tmp_path):
     loader = DataLoader(_Dicts(batch), batch_size=8)
     x, y = first_batch(loader)
     assert torch.equal(x, batch[0]) and torch.equal(y, batch[1])
-    ranked = rank({"a": lambda num_classes, in_chans: TinyCNN(num_classes, in_chans, 4)}, loader, ["gradsign"],
-                  num_classes=5, progress=False)
+    ranked = rank(
+        {"a": lambda num_classes, in_chans: TinyCNN(num_classes, in_chans, 4)},
+        loader,
+        ["gradsign"],
+        num_classes=5,
+        progress=False,
+    )
     assert ranked["a"].status == "ok"
-    with pytest.raises(ValueError, match="cannot tell inputs from targets.*a tuple of 3 items.*batch_transform"):
+    with pytest.raises(ValueError, match=r"cannot tell inputs from targets.*a tuple of 3 items.*batch_transform"):
         unpack_batch((batch[0], batch[1], batch[1]))
     assert unpack_batch((batch[0], batch[1], batch[1]), lambda b: (b[0], b[2]))[1] is batch[1]
+
+
+def tiny_cnn_of_width(width, num_classes, in_chans):
+    return TinyCNN(num_classes, in_chans, width)
 
 
 def test_rank_refuses_no_candidates_and_a_ranking_iterates_best_first(batch):
     with pytest.raises(ValueError, match="no candidates to rank"):
         rank([], batch, ["params"], num_classes=5)
-    ranking = rank({n: (lambda w: lambda num_classes, in_chans: TinyCNN(num_classes, in_chans, w))(w)
-                    for n, w in (("small", 2), ("big", 16), ("mid", 6))}, batch, ["params"], num_classes=5,
-                   progress=False, policy="cell-space")
+    ranking = rank(
+        {n: functools.partial(tiny_cnn_of_width, w) for n, w in (("small", 2), ("big", 16), ("mid", 6))},
+        batch,
+        ["params"],
+        num_classes=5,
+        progress=False,
+        policy="cell-space",
+    )
     assert [r.name for r in ranking] == ["big", "mid", "small"] and len(ranking) == 3
     with pytest.raises(TypeError, match="index a Ranking by candidate name"):
         ranking[0]
 
 
 def test_the_csv_has_one_column_per_score(batch, tmp_path):
-    ranking = rank({"a": lambda num_classes, in_chans: TinyCNN(num_classes, in_chans, 4)}, batch,
-                   ["gradsign", "params", "flops"], num_classes=5, progress=False)
+    ranking = rank(
+        {"a": lambda num_classes, in_chans: TinyCNN(num_classes, in_chans, 4)},
+        batch,
+        ["gradsign", "params", "flops"],
+        num_classes=5,
+        progress=False,
+    )
     header = ranking.to_csv(tmp_path / "r.csv").read_text().splitlines()[0].split(",")
     assert len(header) == len(set(header)) and header.count("params") == 1 and header.count("flops") == 1

@@ -11,9 +11,9 @@ import timm
 import torch
 from torch import nn
 
+from gradsign_pl.proxies import gradsign
 from gradsign_pl.scoring import policy as policy_module
 from gradsign_pl.scoring.policy import INIT_POLICIES, ScoringPolicy, apply_init_policy, resolve_policy
-from gradsign_pl.proxies import gradsign
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -33,9 +33,7 @@ def resnet18() -> nn.Module:
 
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 5)
-    )
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 5))
     with torch.no_grad():  # move everything off PyTorch's defaults so a reset is visible
         bn = model[1]
         bn.weight.fill_(0.3)
@@ -75,8 +73,10 @@ def test_norm_ones_undoes_timms_zero_init_last():
         assert torch.equal(after[key], torch.ones_like(after[key])), key
     # everything else -- convolutions, the head, BatchNorm biases and running statistics -- is untouched
     assert any(k.endswith("conv1.weight") for k in before)
-    assert same_state({k: v for k, v in before.items() if k not in bn_weights},
-                      {k: v for k, v in after.items() if k not in bn_weights})
+    assert same_state(
+        {k: v for k, v in before.items() if k not in bn_weights},
+        {k: v for k, v in after.items() if k not in bn_weights},
+    )
 
 
 def test_norm_ones_covers_layer_group_and_instance_norm():
@@ -102,8 +102,10 @@ def test_norm_ones_covers_layer_group_and_instance_norm():
     norm_weights = {"1.weight", "2.weight", "5.weight"}
     for key in norm_weights:
         assert torch.equal(after[key], torch.ones_like(after[key])), key
-    assert same_state({k: v for k, v in before.items() if k not in norm_weights},
-                      {k: v for k, v in after.items() if k not in norm_weights})
+    assert same_state(
+        {k: v for k, v in before.items() if k not in norm_weights},
+        {k: v for k, v in after.items() if k not in norm_weights},
+    )
 
 
 def test_uniform_redraws_layers_and_resets_norms():
@@ -200,8 +202,12 @@ def test_order_terms_become_a_tuple_and_options_are_copied():
 
 
 def test_describe_is_json_and_round_trips():
-    p = ScoringPolicy("real", init="uniform", proxy_options={"gradsign": {"bn_policy": "batch", "reduction": "active"}},
-                      order_terms=("proxy", "params"))
+    p = ScoringPolicy(
+        "real",
+        init="uniform",
+        proxy_options={"gradsign": {"bn_policy": "batch", "reduction": "active"}},
+        order_terms=("proxy", "params"),
+    )
     record = p.describe()
     assert set(record) == {f.name for f in dataclasses.fields(ScoringPolicy)}
     text = json.dumps(record)
@@ -215,8 +221,12 @@ def test_describe_is_json_and_round_trips():
 def test_summary_is_one_line_with_the_init():
     plain = ScoringPolicy("plain").summary()
     assert plain == "plain: init=as_built"
-    full = ScoringPolicy("real", init="norm_ones", proxy_options={"gradsign": {"bn_policy": "batch"}},
-                         order_terms=("proxy", "params", "flops")).summary()
+    full = ScoringPolicy(
+        "real",
+        init="norm_ones",
+        proxy_options={"gradsign": {"bn_policy": "batch"}},
+        order_terms=("proxy", "params", "flops"),
+    ).summary()
     assert "\n" not in full
     assert full.startswith("real: init=norm_ones")
     assert "gradsign(bn_policy=batch)" in full and "params" in full and "flops" in full
@@ -354,6 +364,6 @@ def test_the_shipped_real_model_policy_is_the_one_the_triage_study_chose():
     from pathlib import Path
 
     study = json.loads((Path(__file__).resolve().parents[2] / "docs" / "results" / "triage.json").read_text())
-    chosen = eval(study["chosen_default_code"], {"ScoringPolicy": ScoringPolicy})  # noqa: S307 - our own file
+    chosen = eval(study["chosen_default_code"], {"ScoringPolicy": ScoringPolicy})
     assert chosen == policy_module.REAL_MODEL_POLICY
     assert len(study["models"]) >= 20 and len({m["family"] for m in study["models"].values()}) >= 10

@@ -114,12 +114,17 @@ def test_search_improves_and_best_is_monotone():
     flops_factor=st.none() | st.floats(1.0, 30.0),
     max_layers=st.none() | st.integers(3, 8),
 )
-def test_budgets_and_population_size_are_respected(seed, iterations, population_size, params_factor, flops_factor,
-                                                   max_layers):
+def test_budgets_and_population_size_are_respected(
+    seed, iterations, population_size, params_factor, flops_factor, max_layers
+):
     space = ToyConvSpace()
     init = space.initial_structure
     s = EvolutionSettings(
-        iterations=iterations, population_size=population_size, seed=seed, resolution=8, max_layers=max_layers,
+        iterations=iterations,
+        population_size=population_size,
+        seed=seed,
+        resolution=8,
+        max_layers=max_layers,
         max_params=None if params_factor is None else space.params(init, 10) * params_factor,
         max_flops=None if flops_factor is None else space.flops(init, 8, 10) * flops_factor,
     )
@@ -240,8 +245,17 @@ def test_checkpoint_settings_mismatch_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("iterations", 0), ("population_size", 0), ("resolution", 0), ("num_classes", 0), ("max_params", 0),
-     ("max_flops", -1.0), ("max_layers", 0), ("iterations", 2.5), ("init_structure", "")],
+    [
+        ("iterations", 0),
+        ("population_size", 0),
+        ("resolution", 0),
+        ("num_classes", 0),
+        ("max_params", 0),
+        ("max_flops", -1.0),
+        ("max_layers", 0),
+        ("iterations", 2.5),
+        ("init_structure", ""),
+    ],
 )
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"EvolutionSettings.{field}"):
@@ -249,7 +263,8 @@ def test_bad_settings_name_the_field(field, value):
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("max_params", 100), ("max_flops", 1000), ("max_layers", 2)],
+    ("field", "value"),
+    [("max_params", 100), ("max_flops", 1000), ("max_layers", 2)],
 )
 def test_initial_structure_over_budget(field, value):
     with pytest.raises(ValueError, match=f"initial structure already exceeds {field}.*smaller init_structure"):
@@ -289,7 +304,7 @@ def test_all_failing_raises_with_the_last_error():
         calls.append(structure)
         raise KeyError("typo_in_proxy_name")
 
-    with pytest.raises(RuntimeError, match="first 20 candidates all failed.*typo_in_proxy_name"):
+    with pytest.raises(RuntimeError, match=r"first 20 candidates all failed.*typo_in_proxy_name"):
         run(EvolutionSettings(iterations=1000), fitness=broken)
     assert len(calls) == evo.MAX_INITIAL_FAILURES
 
@@ -343,21 +358,33 @@ def test_proxy_fitness_gradsign_is_finite_repeatable_and_isolated():
     assert fitness("4") != a
     with pytest.raises(KeyError, match="unknown proxy"):
         proxy_fitness("gradsing", x, y, space, num_classes=10, in_chans=3)
-    res = evolution_search(space, fitness, EvolutionSettings(iterations=4, population_size=2, resolution=8),
-                           progress=False)
+    res = evolution_search(
+        space, fitness, EvolutionSettings(iterations=4, population_size=2, resolution=8), progress=False
+    )
     assert res.evaluated == 4 and len(res.population) == 2
 
 
 @hsettings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 10_000), max_params=st.integers(120_000, 400_000),
-       max_flops=st.integers(10_000_000, 60_000_000), max_layers=st.integers(8, 20))
-def test_zen_space_search_mutates_members_with_two_replacements_within_budgets(seed, max_params, max_flops,
-                                                                                max_layers):
+@given(
+    seed=st.integers(0, 10_000),
+    max_params=st.integers(120_000, 400_000),
+    max_flops=st.integers(10_000_000, 60_000_000),
+    max_layers=st.integers(8, 20),
+)
+def test_zen_space_search_mutates_members_with_two_replacements_within_budgets(seed, max_params, max_flops, max_layers):
     from gradsign_pl.spaces.zen import ZenSpace
 
     space = ZenSpace()  # initial structure: 91k params, 6.9M FLOPs, 6 layers at 32 px
-    settings = EvolutionSettings(iterations=80, population_size=12, max_params=max_params, max_flops=max_flops,
-                                 max_layers=max_layers, resolution=32, num_classes=10, seed=seed)
+    settings = EvolutionSettings(
+        iterations=80,
+        population_size=12,
+        max_params=max_params,
+        max_flops=max_flops,
+        max_layers=max_layers,
+        resolution=32,
+        num_classes=10,
+        seed=seed,
+    )
     result = evolution_search(space, lambda s: float(space.params(s, 10)), settings, progress=False)
     assert result.evaluated > 12  # past the seed phase: members were mutated (2 blocks replaced)
     for structure, score in result.population:

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from gradsign_pl.scoring.cache import ScoreCache
 from gradsign_pl.search.nb201_tabular import (
     DEFAULT_SCORING_SECONDS,
     REPORT_COLUMNS,
@@ -18,7 +19,6 @@ from gradsign_pl.search.nb201_tabular import (
     TabularEvaluator,
 )
 from gradsign_pl.spaces.nb201 import OPS, NB201Table, all_archs, load_table, ops_of
-from gradsign_pl.scoring.cache import ScoreCache
 
 ARCHS = all_archs()
 
@@ -171,8 +171,8 @@ def test_read_cache_sees_only_the_latest_settings(tmp_path):
     assert scorer.archs == [ARCHS[3]] and scorer.settings["cache_meta"]["batch_size"] == 64
     empty = ScoreCache(tmp_path / "empty", {"space": "nb201"})
     assert len(empty) == 0
-    with pytest.raises(FileNotFoundError, match="holds no scores under its latest settings.*gradsign-bench correlate"):
+    with pytest.raises(FileNotFoundError, match=r"holds no scores under its latest settings.*gradsign-bench correlate"):
         read_cache(tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="no proxy score cache at .*gradsign-bench correlate"):
+    with pytest.raises(FileNotFoundError, match=r"no proxy score cache at .*gradsign-bench correlate"):
         read_cache(tmp_path / "nothing")
     assert not (tmp_path / "nothing").exists()

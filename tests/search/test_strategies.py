@@ -13,8 +13,8 @@ from gradsign_pl.search import strategies as st
 from gradsign_pl.search.strategies import (
     Budget,
     CellSpace,
-    SearchTrace,
     MultiFidelityEvaluator,
+    SearchTrace,
     create_strategy,
     hyperband_brackets,
     list_strategies,
@@ -160,21 +160,24 @@ def test_protocol_conformance(small):
 # ---------------------------------------------------------------------------------------------------- arguments
 
 
-@pytest.mark.parametrize(("name", "kwargs", "bad"), [
-    ("g-rs", {"pool_size": 0}, "pool_size"),
-    ("g-rea", {"pool_size": 0}, "pool_size"),
-    ("rea", {"population_size": 2, "sample_size": 3}, "population_size"),
-    ("rea", {"sample_size": 0}, "sample_size"),
-    ("rea", {"population_size": 1.5}, "population_size"),
-    ("reinforce", {"learning_rate": 0.0}, "learning_rate"),
-    ("reinforce", {"baseline_momentum": 1.0}, "baseline_momentum"),
-    ("g-reinforce", {"credit": "both"}, "credit"),
-    ("g-reinforce", {"pool_size": -1}, "pool_size"),
-    ("bohb", {"eta": 1}, "eta"),
-    ("bohb", {"eta": 2.5}, "eta"),
-    ("bohb", {"n_startup_trials": -1}, "n_startup_trials"),
-    ("g-bohb", {"pool_size": 0}, "pool_size"),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "bad"),
+    [
+        ("g-rs", {"pool_size": 0}, "pool_size"),
+        ("g-rea", {"pool_size": 0}, "pool_size"),
+        ("rea", {"population_size": 2, "sample_size": 3}, "population_size"),
+        ("rea", {"sample_size": 0}, "sample_size"),
+        ("rea", {"population_size": 1.5}, "population_size"),
+        ("reinforce", {"learning_rate": 0.0}, "learning_rate"),
+        ("reinforce", {"baseline_momentum": 1.0}, "baseline_momentum"),
+        ("g-reinforce", {"credit": "both"}, "credit"),
+        ("g-reinforce", {"pool_size": -1}, "pool_size"),
+        ("bohb", {"eta": 1}, "eta"),
+        ("bohb", {"eta": 2.5}, "eta"),
+        ("bohb", {"n_startup_trials": -1}, "n_startup_trials"),
+        ("g-bohb", {"pool_size": 0}, "pool_size"),
+    ],
+)
 def test_bad_kwargs_raise_value_error_naming_them(name, kwargs, bad):
     with pytest.raises(ValueError, match=bad):
         create_strategy(name, **kwargs)
@@ -188,8 +191,11 @@ def test_assisted_needs_a_scorer(name, small):
 
 def test_bad_budget_and_seed(small):
     strat = create_strategy("rs")
-    for budget, field in ((Budget(), "max_seconds or max_evaluations"), (Budget(max_seconds=0), "max_seconds"),
-                          (Budget(max_evaluations=0), "max_evaluations")):
+    for budget, field in (
+        (Budget(), "max_seconds or max_evaluations"),
+        (Budget(max_seconds=0), "max_seconds"),
+        (Budget(max_evaluations=0), "max_evaluations"),
+    ):
         with pytest.raises(ValueError, match=field):
             strat.run(small.space, small, budget, seed=0)
     with pytest.raises(ValueError, match="seed"):
@@ -274,13 +280,16 @@ def test_charged_scoring_can_exhaust_budget_before_evaluating(small):
     assert scorer.calls == trace.proxy_calls == 10 and trace.spent_seconds == 5.0
 
 
-@pytest.mark.parametrize(("name", "kwargs", "unscored"), [
-    ("g-rs", {"pool_size": 7}, 0),
-    ("g-rea", {"pool_size": 7}, 10),  # authors: the initial population is plain random
-    ("g-rea", {"pool_size": 7, "assisted_init": True}, 0),
-    ("g-reinforce", {"pool_size": 7}, 0),
-    ("g-reinforce", {"pool_size": 7, "credit": "sampled"}, 0),
-])
+@pytest.mark.parametrize(
+    ("name", "kwargs", "unscored"),
+    [
+        ("g-rs", {"pool_size": 7}, 0),
+        ("g-rea", {"pool_size": 7}, 10),  # authors: the initial population is plain random
+        ("g-rea", {"pool_size": 7, "assisted_init": True}, 0),
+        ("g-reinforce", {"pool_size": 7}, 0),
+        ("g-reinforce", {"pool_size": 7, "credit": "sampled"}, 0),
+    ],
+)
 def test_assisted_scores_pool_size_per_evaluation(name, kwargs, unscored, small):
     scorer = CountingScorer(small)
     trace = run(name, small, Budget(max_evaluations=30), seed=1, scorer=scorer, **kwargs)
@@ -390,7 +399,7 @@ def brackets_of(history: list[dict], fidelities: Sequence[float], eta: int) -> l
     while k < len(history):
         rungs = []
         for size in shapes[b % len(shapes)]:
-            rungs.append(history[k:k + size])
+            rungs.append(history[k : k + size])
             k += size
             if k >= len(history):
                 break
@@ -418,7 +427,7 @@ def test_bohb_runs_hyperband_brackets_and_promotes_the_top_1_over_eta(name, eta)
         if len(rungs) == 2:  # promoted: the best 12-epoch reward of the bracket (first on ties), retrained for 200
             low, high = rungs
             best = max(low, key=lambda h: h["reward"])
-            assert [h["arch"] for h in high] == [best["arch"]][:len(high)]
+            assert [h["arch"] for h in high] == [best["arch"]][: len(high)]
             for h in high:
                 assert h["cost"] == pytest.approx(table.cost(h["arch"]) * 200 / 12)
                 assert h["reward"] == table.high[h["arch"]] and h["score"] is None  # promotions are not scored
@@ -458,8 +467,11 @@ def test_bohb_three_fidelities_successive_halving():
     # one Hyperband iteration: brackets [9, 3, 1], [5, 1], [3] starting at fidelities 1, 3 and 9
     fids = [h["fidelity"] for h in trace.history]
     assert fids[:22] == [1] * 9 + [3] * 3 + [9] + [3] * 5 + [9] + [9] * 3
-    for lo, hi, keep in ((slice(0, 9), slice(9, 12), 3), (slice(9, 12), slice(12, 13), 1),
-                         (slice(13, 18), slice(18, 19), 1)):
+    for lo, hi, keep in (
+        (slice(0, 9), slice(9, 12), 3),
+        (slice(9, 12), slice(12, 13), 1),
+        (slice(13, 18), slice(18, 19), 1),
+    ):
         ranked = sorted(trace.history[lo], key=lambda h: -h["reward"])[:keep]
         assert sorted(h["arch"] for h in trace.history[hi]) == sorted(h["arch"] for h in ranked)
 
@@ -479,8 +491,12 @@ def test_misleading_scorer_hurts(medium):
     cap, seeds = 150, range(30)
     budget = Budget(max_evaluations=cap)
     good = [evals_to_optimum(run("g-rs", medium, budget, seed=s), medium.optimum, cap) for s in seeds]
-    bad = [evals_to_optimum(run("g-rs", medium, budget, seed=s, scorer=CountingScorer(medium, sign=-1.0)),
-                            medium.optimum, cap) for s in seeds]
+    bad = [
+        evals_to_optimum(
+            run("g-rs", medium, budget, seed=s, scorer=CountingScorer(medium, sign=-1.0)), medium.optimum, cap
+        )
+        for s in seeds
+    ]
     assert sum(bad) / len(bad) > 3 * sum(good) / len(good)
     # picking the worst of 10 random archs never picks the optimum unless all 10 are the optimum
     assert all(b == cap + 1 for b in bad)

@@ -87,7 +87,7 @@ def test_user_table_is_read(tmp_path):
     assert len(table) == 2 and table.index_of(BEST) == 0
     assert table.column("cifar10_test").tolist() == [94.37, 10.0]
     assert np.isnan(table.column("imagenet16_test")[0])
-    with pytest.raises(KeyError, match="no column 'flops'.*available: cifar10_test"):
+    with pytest.raises(KeyError, match=r"no column 'flops'.*available: cifar10_test"):
         table.column("flops")
     with pytest.raises(KeyError, match="is not in"):
         table.index_of(arch_from_ops(["skip_connect"] * 6))
@@ -109,13 +109,17 @@ def test_malformed_tables_are_named(tmp_path, text, message):
 
 
 def test_missing_table(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nb201_accuracies.csv is not in the data directory"):
+    with pytest.raises(FileNotFoundError, match=r"nb201_accuracies.csv is not in the data directory"):
         load_table(tmp_path)
 
 
 def test_real_table_matches_the_published_summary(shared_data):
     table = load_table()
     assert len(table) == 15625 and set(table.archs) == set(all_archs())
-    for column, best, index in [("cifar10_test", 94.373, 6111), ("cifar100_test", 73.513, 9930), ("imagenet16_test", 47.311, 857)]:
+    for column, best, index in [
+        ("cifar10_test", 94.373, 6111),
+        ("cifar100_test", 73.513, 9930),
+        ("imagenet16_test", 47.311, 857),
+    ]:
         acc = table.column(column)
         assert int(np.nanargmax(acc)) == index and acc[index] == pytest.approx(best, abs=1e-3)

@@ -10,8 +10,8 @@ import torch
 from gradsign_pl import score
 from gradsign_pl.data.batches import load_batch
 from gradsign_pl.data.paths import data_file
-from gradsign_pl.spaces.nb201 import NB201Network
 from gradsign_pl.scoring.agreement import rank_agreement
+from gradsign_pl.spaces.nb201 import NB201Network
 
 
 @pytest.fixture(scope="module")

@@ -43,14 +43,17 @@ def test_build_by_string_and_dataset_head():
 
 def test_missing_table_is_a_clear_error(tmp_path):
     space = create_space("nb201", table=tmp_path)
-    with pytest.raises(FileNotFoundError, match="nb201_accuracies.csv"):
+    with pytest.raises(FileNotFoundError, match=r"nb201_accuracies.csv"):
         space.arch(0)
 
 
 @pytest.mark.shared_data
 def test_index_order_and_ground_truth(shared_data):
     space = create_space("nb201")
-    assert space.arch(6111) == "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    assert (
+        space.arch(6111)
+        == "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
+    )
     assert space.accuracy("cifar10")[6111] == pytest.approx(94.373333)
     assert space.accuracy("cifar100").argmax() == 9930 and space.accuracy("imagenet16").argmax() == 857
     assert space.build(6111, "cifar10").arch == space.arch(6111)

@@ -425,8 +425,11 @@ def test_zen_space_is_registered_and_delegates():
 
 
 def test_feature_reductions_give_the_stride_of_each_stage_map():
-    net = Z.MasterNet("SuperConvK3BNRELU(3,8,2,1)SuperResK3K3(8,16,1,8,1)SuperResK3K3(16,32,2,16,1)"
-                      "SuperResK3K3(32,32,2,16,1)SuperConvK1BNRELU(32,64,1,1)", 10)
+    net = Z.MasterNet(
+        "SuperConvK3BNRELU(3,8,2,1)SuperResK3K3(8,16,1,8,1)SuperResK3K3(16,32,2,16,1)"
+        "SuperResK3K3(32,32,2,16,1)SuperConvK1BNRELU(32,64,1,1)",
+        10,
+    )
     maps = net.stage_features(torch.zeros(2, 3, 64, 64))
     assert net.feature_reductions == [64 // m.shape[-1] for m in maps] == [2, 4, 8]
 

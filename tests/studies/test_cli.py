@@ -14,7 +14,11 @@ PROXIES = "[params,flops,synflow,naswot]"
 def bench(*args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "gradsign_pl.cli.bench", "correlate", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        check=False,
     )
 
 
@@ -31,8 +35,20 @@ def test_bad_arguments_exit_non_zero_with_the_fix(tmp_path):
 @pytest.mark.shared_data
 def test_correlate_on_real_data_writes_everything_and_resumes(tmp_path, shared_data):
     out = tmp_path / "run"
-    args = ("--n_archs", "4", "--batch_size", "8", "--proxies", PROXIES, "--ensembles", "[params+naswot]",
-            "--out", str(out), "--data_dir", str(shared_data))
+    args = (
+        "--n_archs",
+        "4",
+        "--batch_size",
+        "8",
+        "--proxies",
+        PROXIES,
+        "--ensembles",
+        "[params+naswot]",
+        "--out",
+        str(out),
+        "--data_dir",
+        str(shared_data),
+    )
     first = bench(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "nb201 / CIFAR-10: 4 archs, batch 8, seed 42" in first.stdout
@@ -47,6 +63,17 @@ def test_correlate_on_real_data_writes_everything_and_resumes(tmp_path, shared_d
     names = [c["name"] for c in summary["correlations"]]
     assert names == ["params", "flops", "synflow", "naswot", "ensemble:log_rank:params+naswot"]
     # the four archs are the first four of the seed-42 sample; a changed batch size is refused
-    refused = bench("--n_archs", "4", "--batch_size", "16", "--proxies", PROXIES, "--out", str(out),
-                    "--data_dir", str(shared_data), cwd=tmp_path)
+    refused = bench(
+        "--n_archs",
+        "4",
+        "--batch_size",
+        "16",
+        "--proxies",
+        PROXIES,
+        "--out",
+        str(out),
+        "--data_dir",
+        str(shared_data),
+        cwd=tmp_path,
+    )
     assert refused.returncode == 2 and "batch_size: cached 8 vs now 16" in refused.stderr

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from gradsign_pl.proxies._registry import _PROXIES, register_proxy
+from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.spaces._registry import permutation_sample
 from gradsign_pl.studies import correlation
-from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.studies.correlation import parse_ensemble, run_correlation
 from gradsign_pl.studies.report import write_study
 from tests.proxies.test_ensemble import plain_ranks
@@ -118,8 +118,15 @@ def failing_proxy():
 
 def test_study_scores_caches_and_resumes(tmp_path, failing_proxy, monkeypatch):
     batch = (torch.randn(5, 6), torch.tensor([0, 1, 2, 0, 1]))
-    kwargs = {"proxies": ["params", failing_proxy], "n_archs": 8, "seed": 1, "out": tmp_path, "batch": batch, "progress": False,
-                  "ensembles": ["mean_rank:params+" + failing_proxy]}
+    kwargs = {
+        "proxies": ["params", failing_proxy],
+        "n_archs": 8,
+        "seed": 1,
+        "out": tmp_path,
+        "batch": batch,
+        "progress": False,
+        "ensembles": ["mean_rank:params+" + failing_proxy],
+    }
     study = run_correlation(ToySpace(), "d", **kwargs)
     by_name = {c.name: c for c in study.correlations}
     # params = 6w + w + 3w + 3 grows with width, as does accuracy: perfect ranking over the 7 buildable archs
@@ -153,7 +160,8 @@ def test_study_rejects_bad_requests(tmp_path):
     with pytest.raises(KeyError, match="did you mean 'synflow'"):
         run_correlation(ToySpace(), "d", proxies=["synflw"], out=tmp_path, batch=batch, progress=False)
     with pytest.raises(ValueError, match="not among the scored proxies"):
-        run_correlation(ToySpace(), "d", proxies=["params"], ensembles=["params+synflow"], out=tmp_path,
-                        batch=batch, progress=False)
+        run_correlation(
+            ToySpace(), "d", proxies=["params"], ensembles=["params+synflow"], out=tmp_path, batch=batch, progress=False
+        )
     with pytest.raises(ValueError, match="list it under ensembles"):
         run_correlation(ToySpace(), "d", proxies=["ensemble"], out=tmp_path, batch=batch, progress=False)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from gradsign_pl.cli.bench import main
+from gradsign_pl.scoring.cache import ScoreCache
 from gradsign_pl.search.nb201_tabular import REPORT_COLUMNS, NB201CellSpace, ParamsCostModel, TabularEvaluator
 from gradsign_pl.spaces.nb201 import NB201Table, all_archs
-from gradsign_pl.scoring.cache import ScoreCache
 from gradsign_pl.studies.nas import PAPER_TABLE_5_5, markdown_table, read_runs, run_nas, write_nas
 
 ARCHS = all_archs()
@@ -51,10 +51,25 @@ class FakeStrategy:
             spent += cost
             if reward > best[1]:
                 best = (arch, reward)
-            history.append({"arch": arch, "reward": reward, "cost": cost, "spent_seconds": spent,
-                            "evaluations": len(history) + 1, "best_arch": best[0], "best_reward": best[1]})
-        return SimpleNamespace(best_arch=best[0], best_reward=best[1], spent_seconds=spent,
-                               evaluations=len(history), proxy_calls=0, history=history)
+            history.append(
+                {
+                    "arch": arch,
+                    "reward": reward,
+                    "cost": cost,
+                    "spent_seconds": spent,
+                    "evaluations": len(history) + 1,
+                    "best_arch": best[0],
+                    "best_reward": best[1],
+                }
+            )
+        return SimpleNamespace(
+            best_arch=best[0],
+            best_reward=best[1],
+            spent_seconds=spent,
+            evaluations=len(history),
+            proxy_calls=0,
+            history=history,
+        )
 
 
 @pytest.fixture
@@ -63,15 +78,26 @@ def setup():
     evaluator = TabularEvaluator(table, cost_model=ParamsCostModel(mean_seconds=100.0))
     space = NB201CellSpace(table.archs)
     scores = {a: float(table.columns["cifar10_valid_12ep"][i]) for i, a in enumerate(table.archs)}
-    scorer = lambda arch: (scores[arch], 0.1)
+
+    def scorer(arch):
+        return scores[arch], 0.1
+
     return table, evaluator, space, scorer
 
 
 def test_resume_after_an_interruption_redoes_nothing(tmp_path, setup):
     _, evaluator, space, scorer = setup
     log: list = []
-    kw = {"runs": 4, "budget_seconds": 1000.0, "seed": 10, "space": space, "evaluator": evaluator,
-          "scorer": scorer, "out_dir": tmp_path, "progress": False}
+    kw = {
+        "runs": 4,
+        "budget_seconds": 1000.0,
+        "seed": 10,
+        "space": space,
+        "evaluator": evaluator,
+        "scorer": scorer,
+        "out_dir": tmp_path,
+        "progress": False,
+    }
     with pytest.raises(KeyboardInterrupt):
         run_nas(("rs", "g-rs"), factory=lambda name, **k: FakeStrategy(name, log, crash_after=3, **k), **kw)
     assert len(read_runs(tmp_path)) == 3
@@ -94,11 +120,21 @@ def test_resume_after_an_interruption_redoes_nothing(tmp_path, setup):
 
 def test_settings_mismatch_and_bad_arguments(tmp_path, setup):
     _, evaluator, space, scorer = setup
-    factory = lambda name, **k: FakeStrategy(name, [], **k)
-    kw = {"runs": 1, "space": space, "evaluator": evaluator, "scorer": scorer, "out_dir": tmp_path,
-          "factory": factory, "progress": False}
+
+    def factory(name, **k):
+        return FakeStrategy(name, [], **k)
+
+    kw = {
+        "runs": 1,
+        "space": space,
+        "evaluator": evaluator,
+        "scorer": scorer,
+        "out_dir": tmp_path,
+        "factory": factory,
+        "progress": False,
+    }
     run_nas(("rs",), budget_seconds=500.0, **kw)
-    with pytest.raises(ValueError, match="budget_seconds: recorded 500.0 vs now 600.0"):
+    with pytest.raises(ValueError, match=r"budget_seconds: recorded 500.0 vs now 600.0"):
         run_nas(("rs",), budget_seconds=600.0, **kw)
     with pytest.raises(ValueError, match="space"):
         run_nas(("rs",), budget_seconds=500.0, **{**kw, "space": NB201CellSpace(ARCHS[:10])})
@@ -110,8 +146,17 @@ def test_settings_mismatch_and_bad_arguments(tmp_path, setup):
 
 def test_real_strategies_and_reports(tmp_path, setup):
     _, evaluator, space, scorer = setup
-    study = run_nas(("rs", "g-rs", "g-bohb"), runs=2, budget_seconds=800.0, space=space, evaluator=evaluator,
-                    scorer=scorer, out_dir=tmp_path, pool_size=5, progress=False)
+    study = run_nas(
+        ("rs", "g-rs", "g-bohb"),
+        runs=2,
+        budget_seconds=800.0,
+        space=space,
+        evaluator=evaluator,
+        scorer=scorer,
+        out_dir=tmp_path,
+        pool_size=5,
+        progress=False,
+    )
     assert [r.strategy for r in study.rows] == ["rs", "g-rs", "g-bohb"]
     g = study.row("g-rs")
     assert g.proxy_calls >= 5 * g.evaluations and study.row("rs").proxy_calls == 0
@@ -129,8 +174,17 @@ def test_real_strategies_and_reports(tmp_path, setup):
 def test_bohb_study_trains_some_archs_for_200_epochs(tmp_path, setup):
     table, evaluator, space, scorer = setup
     # mean 12-epoch cost 100 s, so a 200-epoch evaluation costs ~1667 s: 9000 s fit the brackets [16, 1] and [2]
-    study = run_nas(("bohb", "g-bohb"), runs=2, budget_seconds=9000.0, space=space, evaluator=evaluator,
-                    scorer=scorer, out_dir=tmp_path, pool_size=3, progress=False)
+    study = run_nas(
+        ("bohb", "g-bohb"),
+        runs=2,
+        budget_seconds=9000.0,
+        space=space,
+        evaluator=evaluator,
+        scorer=scorer,
+        out_dir=tmp_path,
+        pool_size=3,
+        progress=False,
+    )
     valid = dict(zip(table.archs, table.columns["cifar10_valid"]))
     low = dict(zip(table.archs, table.columns["cifar10_valid_12ep"]))
     for rec in study.records:
@@ -188,18 +242,30 @@ def test_cli_select_and_nas_end_to_end(tmp_path, capsys, setup):
         for p in ("gradsign", "synflow", "naswot"):
             cache.add(i, p, float(table.columns["cifar10_valid_12ep"][i]) + (i % 3), seconds=0.2)
     common = ["--cache", str(tmp_path / "cache"), "--table", str(tmp_path / "table.csv")]
-    code, out, err = bench(["select", *common, "--runs", "20", "--n_values", "[5,30,100]",
-                            "--out", str(tmp_path / "sel")], capsys)
+    code, out, err = bench(
+        ["select", *common, "--runs", "20", "--n_values", "[5,30,100]", "--out", str(tmp_path / "sel")], capsys
+    )
     assert code == 0, err
     assert "gradsign(N=100)" in out and "(93.31 ± 0.47)" in (tmp_path / "sel" / "selection.md").read_text()
     doc = json.loads((tmp_path / "sel" / "selection.json").read_text())
     assert doc["settings"]["pool_size"] == 30 and doc["settings"]["runs"] == 20
-    nas_args = ["nas", *common, "--strategies", "[rs,g-rs]", "--runs", "2", "--budget_seconds", "600",
-                "--out", str(tmp_path / "nas")]
+    nas_args = [
+        "nas",
+        *common,
+        "--strategies",
+        "[rs,g-rs]",
+        "--runs",
+        "2",
+        "--budget_seconds",
+        "600",
+        "--out",
+        str(tmp_path / "nas"),
+    ]
     code, out, err = bench(nas_args, capsys)
     assert code == 0, err
     assert {"runs.jsonl", "meta.json", "nas.csv", "nas.json", "nas.md", "nas_curves.png"} <= {
-        p.name for p in (tmp_path / "nas").iterdir()}
+        p.name for p in (tmp_path / "nas").iterdir()
+    }
     runs = read_runs(tmp_path / "nas")
     assert len(runs) == 4 and all(r["best_arch"] in table.archs[:30] for r in runs.values())  # searched the cache
     code, out, err = bench(nas_args, capsys)
@@ -207,8 +273,23 @@ def test_cli_select_and_nas_end_to_end(tmp_path, capsys, setup):
     code, out, err = bench([*nas_args[:-2], "--budget_seconds", "700", "--out", str(tmp_path / "nas")], capsys)
     assert code == 2 and "budget_seconds: recorded 600.0 vs now 700.0" in err
     # strategy keyword arguments: bohb with eta 3 has brackets [3, 1] and [2]
-    code, out, err = bench(["nas", *common, "--strategies", "[bohb]", "--runs", "1", "--budget_seconds", "8000",
-                            "--strategy_kwargs", "{bohb: {eta: 3}}", "--out", str(tmp_path / "eta3")], capsys)
+    code, out, err = bench(
+        [
+            "nas",
+            *common,
+            "--strategies",
+            "[bohb]",
+            "--runs",
+            "1",
+            "--budget_seconds",
+            "8000",
+            "--strategy_kwargs",
+            "{bohb: {eta: 3}}",
+            "--out",
+            str(tmp_path / "eta3"),
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads((tmp_path / "eta3" / "meta.json").read_text())["strategy_kwargs"] == {"bohb": {"eta": 3}}
     (run,) = read_runs(tmp_path / "eta3").values()

@@ -100,7 +100,7 @@ def test_known_values():
 @given(benchmark(n_policies=1))
 def test_one_policy_is_forced_so_cv_tau_is_its_plain_tau(data):
     policies, accuracy, families = data
-    (name, scores), = policies.items()
+    ((name, scores),) = policies.items()
     cv = cross_validate(policies, accuracy, families)
     assert same(cv.tau, kendall_tau(scores, accuracy))
     assert cv.chosen_all == name

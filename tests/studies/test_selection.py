@@ -26,8 +26,8 @@ def test_exact_picks_when_n_is_the_whole_pool():
     table = table_of(cols, 4)
     a = ARCHS[:4]
     scores = {
-        "good": {a[0]: 1.0, a[1]: 2.0, a[2]: 3.0, a[3]: 2.5},      # picks arch 2
-        "bad": {a[0]: 9.0, a[1]: 2.0, a[2]: 3.0, a[3]: 2.5},       # picks arch 0
+        "good": {a[0]: 1.0, a[1]: 2.0, a[2]: 3.0, a[3]: 2.5},  # picks arch 2
+        "bad": {a[0]: 9.0, a[1]: 2.0, a[2]: 3.0, a[3]: 2.5},  # picks arch 0
         "failing": {a[0]: math.nan, a[1]: 0.5, a[2]: math.nan, a[3]: math.nan},  # nan never wins: arch 1
     }
     study = run_selection(scores, table, n_values=(4, 10), runs=5, seed=3)
@@ -37,7 +37,7 @@ def test_exact_picks_when_n_is_the_whole_pool():
         assert study.row("failing", n).mean["cifar10_test"] == 20.0
         assert study.row("optimal", n).mean["cifar10_valid"] == 50.0
         assert study.row("optimal", n).mean["cifar10_test"] == 30.0  # optimal reports the C10-valid pick
-        assert study.row("oracle", n).mean["cifar10_test"] == 40.0   # oracle: each column's own max
+        assert study.row("oracle", n).mean["cifar10_test"] == 40.0  # oracle: each column's own max
         assert study.row("good", n).n_effective == 4
     picks = [p for p in study.picks if p["n"] == 4]
     assert len(picks) == 5 and all(p["good"] == a[2] and p["bad"] == a[0] and p["failing"] == a[1] for p in picks)
@@ -61,8 +61,10 @@ def test_optimal_beats_proxies_and_random_matches_the_pool_mean():
     quality = rng.normal(size=n)
     cols = {c: 80 + 5 * quality + rng.normal(scale=1.0, size=n) for c in REPORT_COLUMNS}
     table = NB201Table(ARCHS[:n], cols, "synthetic")
-    scores = {"proxy_a": dict(zip(ARCHS[:n], quality + rng.normal(scale=0.5, size=n))),
-              "proxy_b": dict(zip(ARCHS[:n], rng.normal(size=n)))}
+    scores = {
+        "proxy_a": dict(zip(ARCHS[:n], quality + rng.normal(scale=0.5, size=n))),
+        "proxy_b": dict(zip(ARCHS[:n], rng.normal(size=n))),
+    }
     runs = 400
     study = run_selection(scores, table, n_values=(10, 100), runs=runs, seed=1)
     for N in (10, 100):
