@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
@@ -256,6 +256,7 @@ class GradSignCallback(Callback):
                 error = exc
                 payload = {"error": f"{type(exc).__name__}: {exc}"}
         payload = trainer.strategy.broadcast(payload, src=0)
+        assert payload is not None  # every rank receives global rank 0's dict
         if "error" in payload:
             if error is not None:
                 raise error
@@ -294,6 +295,8 @@ class GradSignCallback(Callback):
 
     def _scoring_batch(self, trainer: Trainer, pl_module: LightningModule) -> tuple[Tensor, Tensor]:
         """The first training batch as ``training_step`` sees it, unpacked, truncated, on the module's device."""
+        # Lightning sets Trainer.datamodule at runtime (in its DataConnector) but does not declare it on the class
+        datamodule: LightningDataModule | None = trainer.datamodule  # type: ignore[attr-defined]
         iterables = trainer.train_dataloader
         if iterables is None:  # setup_data does nothing when limit_train_batches == 0: ask the data source directly
             # loaders passed to fit() are only reachable through the fit loop's data source (not public API; the
@@ -301,8 +304,8 @@ class GradSignCallback(Callback):
             source = getattr(trainer.fit_loop, "_data_source", None)
             if source is not None and source.is_defined():
                 iterables = source.dataloader()
-            elif trainer.datamodule is not None:
-                iterables = trainer.datamodule.train_dataloader()
+            elif datamodule is not None:
+                iterables = datamodule.train_dataloader()
             elif is_overridden("train_dataloader", pl_module):
                 iterables = pl_module.train_dataloader()
         if iterables is None:
@@ -311,7 +314,11 @@ class GradSignCallback(Callback):
                 "train_dataloaders or a datamodule to trainer.fit, or define train_dataloader()"
             )
         batch = _first_batch(iterables)
-        hooks = trainer.datamodule if is_overridden("on_before_batch_transfer", trainer.datamodule) else pl_module
+        hooks = (
+            datamodule
+            if datamodule is not None and is_overridden("on_before_batch_transfer", datamodule)
+            else pl_module
+        )
         batch = hooks.on_before_batch_transfer(batch, dataloader_idx=0)
         batch = trainer.strategy.batch_to_device(batch, dataloader_idx=0)
         inputs, targets = unpack_batch(batch, self.batch_transform)

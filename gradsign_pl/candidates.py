@@ -58,7 +58,7 @@ import os
 import pkgutil
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -508,11 +508,14 @@ def _torchvision_params(builder: Callable[..., Any]) -> tuple[set[str], set[str]
         for klass in cls.__mro__:
             if klass is nn.Module or "__init__" not in vars(klass):
                 continue
-            init_sig = _signature(klass.__init__)
+            init_sig = _signature(vars(klass)["__init__"])
             model_params |= _named_params(init_sig)
             if init_sig is not None and not _takes_var_kwargs(init_sig):
                 break
     return own, model_params
+
+
+_Pair = tuple[int, int]
 
 
 def _replace_first_conv(model: nn.Module, in_chans: int, name: str) -> nn.Module:
@@ -524,13 +527,14 @@ def _replace_first_conv(model: nn.Module, in_chans: int, name: str) -> nn.Module
                     f"candidate {name!r}: its first convolution {path!r} has groups={conv.groups}, which does not "
                     f"divide in_chans={in_chans}; use a class_path or callable candidate that builds the stem itself"
                 )
+            # torch types these as tuple[int, ...] on every _ConvNd; a Conv2d's are pairs
             new = nn.Conv2d(
                 in_chans,
                 conv.out_channels,
-                conv.kernel_size,
-                stride=conv.stride,
-                padding=conv.padding,
-                dilation=conv.dilation,
+                cast(_Pair, conv.kernel_size),
+                stride=cast(_Pair, conv.stride),
+                padding=cast("str | _Pair", conv.padding),
+                dilation=cast(_Pair, conv.dilation),
                 groups=conv.groups,
                 bias=conv.bias is not None,
                 padding_mode=conv.padding_mode,

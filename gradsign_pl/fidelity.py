@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from torch import Tensor
 
 from gradsign_pl.registry import Registry
@@ -304,7 +304,8 @@ def _loss_value(outputs: Any) -> float:
 
 
 def _val_batches(trainer: Trainer) -> Iterable[Any]:
-    dm = trainer.datamodule
+    # Lightning sets Trainer.datamodule at runtime (in its DataConnector) but does not declare it on the class
+    dm: LightningDataModule | None = trainer.datamodule  # type: ignore[attr-defined]
     if dm is not None and hasattr(dm, "val_dataloader"):
         return dm.val_dataloader()
     loaders = trainer.val_dataloaders

@@ -141,10 +141,13 @@ def plan_rungs(
     unit = sum(c * (eta**k - (eta ** (k - 1) if k else 0)) for k, c in enumerate(counts))
     allowed = sorted({int(s) for s in snap if 1 <= s <= full_steps}) if snap else None
 
+    def nearest(choices: list[int], r: int) -> int:
+        return min(choices, key=lambda s: (abs(s - r), s))
+
     def steps_for(first: float) -> tuple[int, ...]:
         raw = [min(full_steps, max(1, round(first * eta**k))) for k in range(len(counts))]
         if allowed:
-            raw = [min(allowed, key=lambda s, r=r: (abs(s - r), s)) for r in raw]
+            raw = [nearest(allowed, r) for r in raw]
         out: list[int] = []
         for r in raw:  # strictly increasing below the full schedule: a rung trains at least one step more
             out.append(min(full_steps, max(r, out[-1] + 1)) if out else r)  # rungs capped at full: a pick at the end
@@ -309,7 +312,7 @@ def halving(
         raise ValueError(f"keep_after_rung0 must be a positive int or None, got {keep_after_rung0!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    dm = recipe.datamodule
+    dm: Any = recipe.datamodule  # duck-typed: the recipes' datamodules expose num_classes, in_chans, image_size
     items = list(candidates.items()) if isinstance(candidates, Mapping) else [(None, c) for c in candidates]
     cands = {c.name: c for c in (candidate(spec, name=name) for name, spec in items)}
     if ranking is None:

@@ -124,7 +124,7 @@ def train_candidate(
     t0 = time.perf_counter()
     try:
         pl.seed_everything(recipe.seed, workers=True, verbose=False)
-        dm = recipe.datamodule
+        dm: Any = recipe.datamodule  # duck-typed: the recipes' datamodules expose num_classes, in_chans, image_size
         if backbone is None:
             if candidate is None:
                 raise ValueError("train_candidate needs a candidate or a backbone")

@@ -26,7 +26,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gradsign_pl.candidates import Candidate, candidate
-from gradsign_pl.proxies import batch_fingerprint, get_proxy
+from gradsign_pl.proxies import GradSignResult, batch_fingerprint, get_proxy
 from gradsign_pl.proxies.ensemble import rank_ensemble
 from gradsign_pl.scoring.batch import first_batch, num_classes_of
 from gradsign_pl.scoring.cache import ScoreCache
@@ -394,6 +394,9 @@ def rank(
     )
 
 
+_HW = tuple[int, int]
+
+
 def _score_candidate(
     cand: Candidate,
     x: Tensor,
@@ -434,7 +437,8 @@ def _score_candidate(
                     seconds=time.perf_counter() - t0,
                 )
             result = score_model(
-                lambda: cand.build(num_classes=classes, in_chans=x.shape[1], input_size=tuple(x.shape[2:])),
+                # build checks that the size is (height, width)
+                lambda: cand.build(num_classes=classes, in_chans=x.shape[1], input_size=cast(_HW, tuple(x.shape[2:]))),
                 x,
                 y,
                 missing,
@@ -447,6 +451,7 @@ def _score_candidate(
             )
             if params is None and result.params is not None:
                 params, flops = result.params, result.flops
+                assert flops is not None  # counted: size=True
                 if store is not None:
                     store.add(key, "params", float(params))
                     store.add(key, "flops", float(flops))
@@ -465,7 +470,9 @@ def _score_candidate(
             for p in missing:
                 r = result.results[p]
                 extra = (
-                    {"signal": r.n_active_params / r.n_params} if p == "gradsign" and r.is_finite and r.n_params else {}
+                    {"signal": r.n_active_params / r.n_params}
+                    if p == "gradsign" and isinstance(r, GradSignResult) and r.is_finite and r.n_params
+                    else {}
                 )
                 if store is not None and p not in result.transient:  # out of memory is not a final result
                     store.add(key, keys[p], r.score, reason=result.reasons.get(p), **extra)
@@ -477,8 +484,10 @@ def _score_candidate(
         for p in proxies:
             if p in missing:
                 continue
-            record = store.get(key, keys[p])  # type: ignore[union-attr]
-            per_seed[p].append(store.score(key, keys[p]))  # type: ignore[union-attr]
+            assert store is not None  # without a store every proxy is missing
+            record = store.get(key, keys[p])
+            assert record is not None  # not missing: the store holds it
+            per_seed[p].append(store.score(key, keys[p]))
             if record.get("reason"):
                 reasons[p] = record["reason"]
             if record.get("signal") is not None:
@@ -521,10 +530,11 @@ def _order_keys(
     """The ordering value of each candidate (mean over seeds, or under one ``seed``); higher ranks first."""
 
     def values(p: str) -> list[float]:
+        # an "ok" row was sized (params and flops are counted before any proxy runs)
         if p == "params":
-            return [float(r.params) for r in ok]
+            return [float(cast(int, r.params)) for r in ok]
         if p == "flops":
-            return [float(r.flops) for r in ok]
+            return [float(cast(int, r.flops)) for r in ok]
         return [r.scores[p] if seed is None else r.per_seed[p][seed] for r in ok]
 
     terms = _used_terms(proxies, order_by, order_terms)
@@ -567,7 +577,7 @@ def _order(
     by_size = tuple(order_terms) == ("params",)
     for a, b in itertools.pairwise(ok):  # adjacent pair: tied when equal, or when some seed orders it the other way
         unstable = keys[a.name] == keys[b.name] or any(k[a.name] <= k[b.name] for k in per_seed)
-        if unstable or (by_size and a.params < SIZE_TIE_RATIO * b.params):
+        if unstable or (by_size and cast(int, a.params) < SIZE_TIE_RATIO * cast(int, b.params)):  # "ok" rows are sized
             a.tied = b.tied = True
     for i, r in enumerate(ok, start=1):
         r.rank = i

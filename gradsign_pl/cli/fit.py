@@ -355,7 +355,7 @@ def _import_class(path: str) -> type:
     return pkgutil.resolve_name(path)
 
 
-def _check_module_class(module_class: type, distill: DistillOptions | None) -> None:
+def _check_module_class(module_class: type[Any], distill: DistillOptions | None) -> None:
     from gradsign_pl.modules.distillation import DistillationModule
 
     params = inspect.signature(module_class.__init__).parameters
@@ -417,7 +417,8 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
     t0 = time.perf_counter()
     # Under DDP, Lightning re-runs this command on every other rank once training starts: those ranks read the
     # finished search and the ranking cache, train in step with rank 0, and write nothing.
-    writer = rank_zero_only.rank == 0
+    # Lightning sets rank_zero_only.rank at import, on the function object, which its typing does not declare
+    writer = rank_zero_only.rank == 0  # type: ignore[attr-defined]
     if writer:
         cli.parser.save(cfg, str(run_dir / "config.yaml"), overwrite=True, skip_none=False)
     dm = cli.datamodule
@@ -462,6 +463,7 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
         teacher = None
         recipe = training_recipe(cli, plan)
         if plan.distill is not None:
+            distill = plan.distill
 
             def train_teacher(net: Any, name: str) -> dict[str, Any]:
                 return train_candidate(
@@ -470,12 +472,12 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
                     run_dir / "train",
                     name=name,
                     backbone=net,
-                    identity=run_identity(None, recipe, {"teacher_stage": plan.distill.teacher}),
+                    identity=run_identity(None, recipe, {"teacher_stage": distill.teacher}),
                     module_factory=teacher_module(plan, dm.num_classes),
-                    trainer_overrides={"max_epochs": plan.distill.train_teacher_epochs},
+                    trainer_overrides={"max_epochs": distill.train_teacher_epochs},
                 )
 
-            teacher, sections["distillation"] = prepare_teacher(plan.distill, dm, train_teacher, write=writer)
+            teacher, sections["distillation"] = prepare_teacher(distill, dm, train_teacher, write=writer)
         jobs = [(row.name, by_name[row.name], teacher) for row in ranking.kept]
         if teacher is not None and plan.distill is not None and plan.distill.baseline and ranking.kept:
             best = ranking.kept[0].name
@@ -493,7 +495,10 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
                 results.append(previous)
                 continue
             _say_what_changed(name, identity, history, {**plan.settings, **extra})
-            print(f"training {name}" + (f" as a student of {plan.distill.teacher}" if teach is not None else ""))
+            as_student = (  # a teacher is only prepared for a distill section
+                f" as a student of {plan.distill.teacher}" if teach is not None and plan.distill is not None else ""
+            )
+            print(f"training {name}" + as_student)
             record = train_candidate(cand, job_recipe, run_dir / "train", name=name, identity=identity)
             record.update(
                 spec=cand.spec if isinstance(cand.spec, (str, dict)) else None,

@@ -36,8 +36,8 @@ class DatasetSpec:
     note: str = ""
 
 
-def _per255(*values: float) -> tuple[float, ...]:
-    return tuple(v / 255 for v in values)
+def _per255(r: float, g: float, b: float) -> tuple[float, float, float]:
+    return r / 255, g / 255, b / 255
 
 
 DATASETS: dict[str, DatasetSpec] = {

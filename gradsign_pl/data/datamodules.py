@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sized
 from pathlib import Path
+from typing import cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -58,7 +60,8 @@ class _TensorDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
 
     def train_dataloader(self) -> DataLoader:
-        sampler = ResumableSampler(len(self.train_set), run_seed(), self.batch_size, trainer=lambda: self.trainer)
+        n = len(cast(Sized, self.train_set))  # map-style datasets (torch's Dataset does not declare __len__)
+        sampler = ResumableSampler(n, run_seed(), self.batch_size, trainer=lambda: self.trainer)
         return ResumableLoader(self.train_set, sampler, num_workers=self.num_workers)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
@@ -187,8 +190,7 @@ class CIFAR10DataModule(_TensorDataModule):
         self.val_size, self.train_size, self.test_size, self.seed = val_size, train_size, test_size, seed
 
     def _load(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        explicit = self.data_dir is not None
-        root = Path(self.data_dir) if explicit else None
+        root = Path(self.data_dir) if self.data_dir is not None else None
         if root is None:
             try:
                 root = find_data_dir()

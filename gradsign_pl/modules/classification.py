@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from lightning.fabric.utilities.data import AttributeDict
 
 
 class ClassificationModule(pl.LightningModule):
@@ -48,10 +51,15 @@ class ClassificationModule(pl.LightningModule):
             raise ValueError(f"warmup_fraction is a fraction of the schedule in (0, 1), got {warmup_fraction!r}")
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
-        metric = {"task": "multiclass", "num_classes": num_classes}
+        metric: dict[str, Any] = {"task": "multiclass", "num_classes": num_classes}
         self.train_acc = torchmetrics.Accuracy(**metric)
         self.val_acc = torchmetrics.Accuracy(**metric)
         self.test_acc = torchmetrics.Accuracy(**metric)
+
+    if TYPE_CHECKING:
+        # Lightning types hparams as AttributeDict | MutableMapping; saved from init arguments it is an AttributeDict
+        @property
+        def hparams(self) -> AttributeDict: ...
 
     def forward(self, x: Tensor) -> Tensor:
         if self.backbone is None:
@@ -82,6 +90,7 @@ class ClassificationModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
+        opt: torch.optim.Optimizer
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(
                 self.parameters(), lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay

@@ -209,7 +209,7 @@ class DistillationModule(ClassificationModule):
         self.save_hyperparameters(hparams)  # = save_hyperparameters(ignore=["backbone", "teacher"])
         self.backbone = backbone
 
-        metric = {"task": "multiclass", "num_classes": num_classes}
+        metric: dict[str, Any] = {"task": "multiclass", "num_classes": num_classes}
         self.train_acc = torchmetrics.Accuracy(**metric)
         self.val_acc = torchmetrics.Accuracy(**metric)
         self.test_acc = torchmetrics.Accuracy(**metric)
@@ -232,14 +232,15 @@ class DistillationModule(ClassificationModule):
 
     def _setup_feature_distillation(self, student: nn.Module, teacher: nn.Module) -> None:
         has_maps = callable(getattr(student, "stage_features", None))
-        if not has_maps or getattr(student, "feature_channels", None) is None:
+        feature_channels = getattr(student, "feature_channels", None)
+        if not has_maps or feature_channels is None:
             raise ValueError(
                 f"feature_weight={self.hparams.feature_weight} needs a student exposing stage_features(x) -> "
                 f"list[Tensor] and feature_channels (channels of each map); {type(student).__name__} lacks "
                 f"{'feature_channels' if has_maps else 'stage_features'}. "
                 f"Add them to the student or set feature_weight=0 (logit distillation only)"
             )
-        channels = [int(c) for c in student.feature_channels]
+        channels = [int(c) for c in feature_channels]
         if not channels:
             raise ValueError("the student's feature_channels is empty; list the channels of each stage_features map")
         reductions = getattr(student, "feature_reductions", None)
@@ -326,10 +327,14 @@ class DistillationModule(ClassificationModule):
         if not features:
             return self(x), None
         student = self.backbone
-        if callable(getattr(student, "extract_stage_features_and_logit", None)):
-            maps, logits = student.extract_stage_features_and_logit(x)
+        extract = getattr(student, "extract_stage_features_and_logit", None)
+        if callable(extract):
+            maps, logits = extract(x)
         else:
-            logits, maps = self(x), student.stage_features(x)
+            logits = self(x)  # raises for a template without a backbone
+            assert student is not None
+            # torch types Module.__getattr__ as Tensor | Module; _setup_feature_distillation checked it is callable
+            maps = student.stage_features(x)  # type: ignore[operator]
         maps = list(maps)
         return logits, [maps[i] for i in self._student_stages] if len(maps) > max(self._student_stages) else maps
 
@@ -477,6 +482,7 @@ class DistillationModule(ClassificationModule):
         no_decay = [p for _, p in params if p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
+        opt: torch.optim.Optimizer
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=hp.lr, momentum=0.9, nesterov=True)
         else:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,9 @@ def _weights_around_objects(path: Path, refused: list[str] | None) -> dict[str, 
     outright, other refusals) or when the weights are not outside those objects (e.g. a pickled ``nn.Module``)."""
     if not refused:
         return None
-    stand_ins = [(type(f"_Inert[{name}]", (_Inert,), {"_global": name}), name) for name in refused]
+    stand_ins: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+        (type(f"_Inert[{name}]", (_Inert,), {"_global": name}), name) for name in refused
+    ]
     try:
         with torch.serialization.safe_globals(stand_ins):
             obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -8,7 +8,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
@@ -16,6 +16,8 @@ from gradsign_pl.proxies._result import ProxyResult
 from gradsign_pl.registry import Registry
 
 ProxyFn = Callable[..., ProxyResult]
+# what register_proxy decorates: a proxy function, returned unchanged (``ensemble`` returns a list of results)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +40,10 @@ class ProxyInfo:
 _PROXIES: Registry[ProxyInfo] = Registry("proxy")
 
 
-def register_proxy(name: str, *, per_sample: bool = False) -> Callable[[ProxyFn], ProxyFn]:
+def register_proxy(name: str, *, per_sample: bool = False) -> Callable[[_F], _F]:
     """Decorator: register ``fn`` under ``name`` (a name can be registered once)."""
 
-    def decorate(fn: ProxyFn) -> ProxyFn:
+    def decorate(fn: _F) -> _F:
         origin = f" ({_PROXIES[name].fn.__module__})" if name in _PROXIES else ""
         doc = (fn.__doc__ or "").strip().splitlines()
         _PROXIES.add(name, ProxyInfo(name, fn, per_sample, doc[0] if doc else ""), origin=origin)

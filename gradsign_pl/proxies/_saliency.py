@@ -16,11 +16,12 @@ from gradsign_pl.proxies._result import ProxyResult
 
 #: the layers whose ``weight`` the saliency proxies score (the reference uses Conv2d and Linear).
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+WeightLayer = nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear
 
 
-def weight_layers(net: nn.Module) -> dict[str, nn.Module]:
+def weight_layers(net: nn.Module) -> dict[str, WeightLayer]:
     """``{"<module name>.weight": module}`` for every Conv/Linear layer of ``net`` (in ``modules()`` order)."""
-    layers = {
+    layers: dict[str, WeightLayer] = {
         f"{name}.weight" if name else "weight": m
         for name, m in net.named_modules()
         if isinstance(m, WEIGHT_LAYERS) and isinstance(getattr(m, "weight", None), Tensor)

@@ -31,7 +31,7 @@ DEFAULT_COMPONENTS = ("gradsign", "jacov")
 ImageNet16-120, selected on CIFAR-10."""
 
 
-def ranks(values: Sequence[float]) -> np.ndarray:
+def ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Ascending ranks 1..m of ``values`` (ties share their mean rank; ``nan`` ranks below every number).
 
     ``scipy.stats.rankdata(method="average")`` with ``nan`` read as ``-inf``.
@@ -42,7 +42,7 @@ def ranks(values: Sequence[float]) -> np.ndarray:
     return stats.rankdata(np.where(np.isnan(x), -np.inf, x), method="average")
 
 
-def rank_ensemble(scores: Mapping[str, Sequence[float]], method: str = "log_rank") -> np.ndarray:
+def rank_ensemble(scores: Mapping[str, Sequence[float] | np.ndarray], method: str = "log_rank") -> np.ndarray:
     """One combined score per candidate from ``scores`` = {proxy name: score per candidate}; higher = better."""
     if method not in METHODS:
         raise ValueError(f"unknown ensemble method {method!r}; choose one of {', '.join(METHODS)}")

@@ -18,7 +18,7 @@ BatchNorm normalising that sample alone, Conv/Linear weights, sum over parameter
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -155,7 +155,7 @@ def gradsign(
             f"GradSign: {reason}; check the model's initialisation and inputs, or pass strict=False"
         )
     score = float("nan") if reason else sum(per_layer_int.values()) * scale
-    return ctx.result(
+    result = ctx.result(
         "gradsign",
         score,
         cls=GradSignResult,
@@ -177,3 +177,4 @@ def gradsign(
         bn_reason=prepared.bn_reason,
         chunk_size=grads.chunk_size if grads.engine_used == "vmap" else 1,
     )
+    return cast(GradSignResult, result)  # ctx.result builds cls=GradSignResult

@@ -81,6 +81,7 @@ def naswot(
         finally:
             for h in handles:
                 h.remove()
+        reason: str | None
         if not units:
             value, reason = (
                 float("nan"),

@@ -73,13 +73,14 @@ class _FeatureProbe:
         self.net = net
         self.custom = features
         self.bns = [(name, m) for name, m in net.named_modules() if isinstance(m, _BatchNorm)]
+        self.targets: list[tuple[str, nn.Module]]  # the modules whose input is the feature map (hooked)
         if features is not None:
             self.kind, self.targets = "custom", []
         elif callable(getattr(net, "forward_features", None)):
             self.kind, self.targets = "forward_features", []
         else:
-            pools = [(n, m) for n, m in net.named_modules() if isinstance(m, POOL_TYPES)]
-            linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+            pools: list[tuple[str, nn.Module]] = [(n, m) for n, m in net.named_modules() if isinstance(m, POOL_TYPES)]
+            linears: list[tuple[str, nn.Module]] = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
             if pools:
                 self.kind, self.targets = "pool_input", pools
             elif linears:
@@ -115,9 +116,11 @@ class _FeatureProbe:
         handles += [m.register_forward_pre_hook(feat_hook(n)) for n, m in self.targets]
         try:
             if self.kind == "custom":
+                assert self.custom is not None  # kind "custom" is set only with a features function
                 feat = self.custom(self.net, x)
             elif self.kind == "forward_features":
-                feat = self.net.forward_features(x)
+                # torch types Module.__getattr__ as Tensor | Module; __init__ checked forward_features is callable
+                feat = self.net.forward_features(x)  # type: ignore[operator]
             else:
                 output_tensor(self.net(x), "zen")
                 feat = None

@@ -20,12 +20,15 @@ from scipy import stats
 
 __all__ = ["kendall_tau", "pairs_tau", "rank_agreement", "spearman_rho"]
 
+# what the functions take: a sequence of numbers or a 1-D array (anything ``np.asarray`` makes a float vector of)
+Floats = Sequence[float] | np.ndarray
+
 
 def _undefined(x: np.ndarray, y: np.ndarray) -> bool:
     return len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+def kendall_tau(x: Floats, y: Floats) -> float:
     """Kendall tau-b of ``x`` against ``y``; ``nan`` when either side is constant."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(a) != len(b):
@@ -33,7 +36,7 @@ def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return math.nan if _undefined(a, b) else float(stats.kendalltau(a, b, variant="b").statistic)
 
 
-def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman_rho(x: Floats, y: Floats) -> float:
     """Spearman rho (Pearson correlation of average ranks); ``nan`` when either side is constant."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(a) != len(b):
@@ -41,7 +44,7 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float:
     return math.nan if _undefined(a, b) else float(stats.spearmanr(a, b).statistic)
 
 
-def rank_agreement(scores: Sequence[float], accuracy: Sequence[float], *, min_n: int = 3) -> tuple[float, float, int]:
+def rank_agreement(scores: Floats, accuracy: Floats, *, min_n: int = 3) -> tuple[float, float, int]:
     """``(spearman rho, kendall tau-b, n)`` over the candidates where both values are finite; nan if ``n < min_n``."""
     s, a = np.asarray(scores, dtype=np.float64), np.asarray(accuracy, dtype=np.float64)
     if len(s) != len(a):

@@ -195,7 +195,13 @@ def _device_of(net: nn.Module, inputs: Tensor) -> torch.device:
 
 
 def _run_proxy(
-    name: str, net: nn.Module, x: Tensor, y: Tensor, loss_fn: Callable[..., Tensor], options: dict[str, Any], seed: int
+    name: str,
+    net: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: Callable[..., Tensor],
+    options: Mapping[str, Any],
+    seed: int,
 ) -> tuple[ProxyResult, bool]:
     """``(result, ran out of memory)``; retries with smaller chunks after an out-of-memory failure."""
     fn = get_proxy(name).fn

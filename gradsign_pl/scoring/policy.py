@@ -55,8 +55,8 @@ def apply_init_policy(model: nn.Module, init: str) -> nn.Module:
         return model
     with torch.no_grad():
         for module in model.modules():
-            if init == "uniform" and callable(getattr(module, "reset_parameters", None)):
-                module.reset_parameters()
+            if init == "uniform" and callable(reset := getattr(module, "reset_parameters", None)):
+                reset()
             elif isinstance(module, _NORMS) and getattr(module, "weight", None) is not None:
                 module.weight.fill_(1.0)
     return model

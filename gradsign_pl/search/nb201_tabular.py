@@ -102,15 +102,15 @@ class NB201CellSpace:
             e = rng.randrange(self.num_edges)
             ops[e] = rng.choice([op for op in OPS if op != ops[e]])
             return arch_from_ops(ops)
-        assert self._codes is not None and self.subset is not None
-        ops = list(self.encode(arch))
+        assert self._codes is not None and self.subset is not None and self._members is not None
+        codes = list(self.encode(arch))
         e = rng.randrange(self.num_edges)
-        ops[e] = rng.choice([o for o in range(self.num_ops) if o != ops[e]])
-        child = arch_from_ops([OPS[o] for o in ops])
+        codes[e] = rng.choice([o for o in range(self.num_ops) if o != codes[e]])
+        child = arch_from_ops([OPS[o] for o in codes])
         if child in self._members or len(self.subset) == 1:
             return child if child in self._members else self.subset[0]
         self.restarts += 1
-        dist = (self._codes != np.asarray(ops, dtype=np.int8)).sum(axis=1)
+        dist = (self._codes != np.asarray(codes, dtype=np.int8)).sum(axis=1)
         if arch in self._pos:
             dist[self._pos[arch]] = self.num_edges + 1  # never the parent itself
         ties = np.flatnonzero(dist == dist.min())
@@ -218,7 +218,7 @@ class TabularEvaluator:
         reward: str = "valid_12ep",
         cost_model: Any = None,
         *,
-        fidelities: Mapping[int, str] | None = None,
+        fidelities: Mapping[float, str] | None = None,
         cost_epochs: float = NB201_EPOCHS,
     ) -> None:
         self.table = table if isinstance(table, NB201Table) else load_table(table)
@@ -244,7 +244,9 @@ class TabularEvaluator:
     def settings(self) -> dict[str, Any]:
         """What the rewards and costs depend on (for resume checks)."""
         model = (
-            dataclasses.asdict(self.cost_model) if dataclasses.is_dataclass(self.cost_model) else repr(self.cost_model)
+            dataclasses.asdict(self.cost_model)
+            if dataclasses.is_dataclass(self.cost_model) and not isinstance(self.cost_model, type)
+            else repr(self.cost_model)
         )
         return {
             "reward": self.reward_column,

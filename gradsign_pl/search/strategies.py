@@ -409,6 +409,7 @@ def _progress_bar(enabled: bool, name: str, budget: Budget) -> Iterator[Callable
 
     by_seconds = budget.max_seconds is not None
     total = budget.max_seconds if by_seconds else budget.max_evaluations
+    assert total is not None  # Budget.validate (run before the search) requires max_seconds or max_evaluations
     columns = (
         TextColumn(f"[bold]{name}[/]"),
         BarColumn(),

@@ -40,7 +40,8 @@ class SearchSpace(Protocol):
         """``n`` distinct indices drawn with ``seed``; a larger ``n`` extends a smaller one."""
 
 
-SpaceFactory = Callable[..., SearchSpace]
+# a factory returns a SearchSpace, or a generative space (zen: build/mutate/validate, no index or accuracy table)
+SpaceFactory = Callable[..., Any]
 _SPACES: Registry[SpaceFactory] = Registry("search space")
 
 

@@ -139,6 +139,7 @@ class Cell(nn.Module):
                 y = self.edges[k](nodes[j])
                 total = y if total is None else total + y
                 k += 1
+            assert total is not None  # every node of a genotype has at least one input edge
             nodes.append(total)
         return nodes[-1]
 

@@ -47,6 +47,7 @@ import random
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -348,7 +349,10 @@ def _block_units(b: ZenBlock, use_se: bool) -> list[_Unit]:
         first = i == 0
         if family == "SuperConv":
             units.append(_Unit((_Conv(cin, out, k, stride), _BN(out), _ReLU()), False))
-        elif family == "KXKX":
+            cin, stride = out, 1
+            continue
+        assert btl is not None  # every residual family has a bottleneck width (ZenBlock.__post_init__)
+        if family == "KXKX":
             ops: list[_Op] = [_Conv(cin, btl, k, stride), _BN(btl), _ReLU()]
             if use_se:
                 ops.append(_SE(btl))
@@ -358,6 +362,7 @@ def _block_units(b: ZenBlock, use_se: bool) -> list[_Unit]:
             units.append(_residual(_bottleneck_unit(out, btl, out, k, 1, use_se, False), out, out, 1, False))
         else:  # IDW
             e = b.expansion
+            assert e is not None  # IDW blocks have an expansion ratio
             dw1, dw2 = smart_round8(btl * e), smart_round8(out * e)
             units.append(_residual(_bottleneck_unit(cin, dw1, btl, k, stride, use_se, True), cin, btl, stride, first))
             units.append(_residual(_bottleneck_unit(btl, dw2, out, k, 1, use_se, True), btl, out, 1, False))
@@ -608,7 +613,7 @@ class MasterNet(nn.Module):
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, _ResidualUnit):
-                    nn.init.zeros_(m.body[-1].weight)
+                    nn.init.zeros_(cast(Tensor, m.body[-1].weight))  # the body's last op is a BatchNorm2d
 
     def _run_blocks(self, x: Tensor) -> Iterator[Tensor]:
         n = len(self.blocks)

@@ -302,7 +302,10 @@ def run_correlation(
         p: np.array([(cache.get(i, p) or {}).get("seconds", math.nan) for i in indices], dtype=float) for p in proxies
     }
     failures = [
-        (int(i), p, cache.get(i, p)["reason"]) for p in proxies for i in indices if not math.isfinite(cache.score(i, p))
+        (int(i), p, (cache.get(i, p) or {})["reason"])
+        for p in proxies
+        for i in indices
+        if not math.isfinite(cache.score(i, p))
     ]
     paper = PAPER_TABLE_5_2.get(dataset, {}) if space.name == "nb201" else {}
     correlations = []

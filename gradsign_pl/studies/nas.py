@@ -54,7 +54,7 @@ PAPER_NAMES = {
 
 def _row(*values: float | None) -> dict[str, tuple[float, float]]:
     pairs = [values[i : i + 2] for i in range(0, 12, 2)]
-    return {c: (m, s) for c, (m, s) in zip(REPORT_COLUMNS, pairs) if m is not None}
+    return {c: (m, s) for c, (m, s) in zip(REPORT_COLUMNS, pairs) if m is not None and s is not None}
 
 
 PAPER_TABLE_5_5: dict[str, dict[str, tuple[float, float]]] = {
