@@ -12,6 +12,7 @@ Public API::
 
 from gradsign_pl.callbacks import GradSignCallback
 from gradsign_pl.candidates import Candidate, build_model, candidate, list_candidates
+from gradsign_pl.halving import HalvingResult, RungPlan, halving, plan_rungs, successive_halving
 from gradsign_pl.modules import DistillationModule, load_teacher
 from gradsign_pl.proxies import (
     GradSignResult,
@@ -38,8 +39,10 @@ __all__ = [
     "EvolutionSettings",
     "GradSignCallback",
     "GradSignResult",
+    "HalvingResult",
     "ProxyResult",
     "Ranking",
+    "RungPlan",
     "ScoringPolicy",
     "__version__",
     "build_model",
@@ -48,14 +51,17 @@ __all__ = [
     "evolution_search",
     "get_proxy",
     "gradsign",
+    "halving",
     "list_candidates",
     "list_proxies",
     "list_spaces",
     "load_teacher",
+    "plan_rungs",
     "proxy_fitness",
     "rank",
     "rank_ensemble",
     "register_proxy",
     "register_space",
     "score",
+    "successive_halving",
 ]

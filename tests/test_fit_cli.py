@@ -151,6 +151,24 @@ def test_keys_that_do_nothing_are_refused(tmp_path):
     assert result.returncode == 2 and "num_classes" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model.lr", "-1"), "lr must be a finite number > 0"),
+        (("--model.optimizer", "adam"), "optimizer must be 'adamw' or 'sgd'"),
+        (("--trainer.max_epochs", "0"), "the trainer trains nothing"),
+        (("--triage.strategy", "halving", "--halving.keep_after_rung0", "0"), "keep_after_rung0 must be a positive"),
+        (("--triage.strategy", "halving", "--halving.budget_steps", "0"), "budget_steps must be a positive"),
+        (("--triage.strategy", "halving", "--halving.signal", "sotl_emaa"), "did you mean 'sotl_ema'"),
+    ],
+)
+def test_bad_values_are_usage_errors_before_any_work(tmp_path, args, message):
+    result = fit("--config", str(recipe(tmp_path)), *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "ranking.csv").exists()  # refused before the scoring
+
+
 def test_run_dir_defaults_from_the_recipe_name_or_default_root_dir_and_the_recipe_logger_is_used(tmp_path):
     config = recipe(
         tmp_path,

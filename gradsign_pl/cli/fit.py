@@ -315,6 +315,7 @@ def plan_run(cli: GradSignFitCLI) -> Plan:
     module_class = _import_class(cfg.model.class_path)
     module_args = dict(cfg.model.init_args or {})
     _check_module_class(module_class, distill)
+    _check_module_args(module_class, module_args, int(dm.num_classes))
     if distill is not None and not cfg.score_only:
         distill.check(image_size=int(dm.image_size))  # before hours of search: a buildable teacher, local weights
     if triage.strategy == "halving":
@@ -334,6 +335,18 @@ def plan_run(cli: GradSignFitCLI) -> Plan:
         )  # eta / budget values are checked now, the full plan once the data is known
         if cfg.halving.budget_steps is None and cfg.halving.budget is None:
             raise ValueError("halving: set budget (a fraction) or budget_steps")
+        if cfg.halving.budget_steps is not None and (
+            isinstance(cfg.halving.budget_steps, bool) or cfg.halving.budget_steps < 1
+        ):
+            raise ValueError(f"halving.budget_steps must be a positive number of steps, got {cfg.halving.budget_steps}")
+        keep = cfg.halving.keep_after_rung0
+        if keep is not None and (isinstance(keep, bool) or keep < 1):
+            raise ValueError(f"halving.keep_after_rung0 must be a positive int or null (every ranked one), got {keep}")
+    if not cfg.score_only and not _trains_at_all(cfg.trainer):
+        raise ValueError(
+            f"the trainer trains nothing (max_epochs {cfg.trainer.max_epochs}, max_steps {cfg.trainer.max_steps}); "
+            "set trainer.max_epochs >= 1 or trainer.max_steps >= 1, or score_only: true to only rank"
+        )
     if cfg.checkpoint_every_n_steps < 1:
         raise ValueError(f"checkpoint_every_n_steps must be >= 1, got {cfg.checkpoint_every_n_steps}")
     settings = {
@@ -353,6 +366,27 @@ def _import_class(path: str) -> type:
     import pkgutil
 
     return pkgutil.resolve_name(path)
+
+
+def _trains_at_all(trainer: Any) -> bool:
+    """Whether the recipe's trainer section takes at least one step (Lightning: max_steps -1 = unset)."""
+    steps = trainer.get("max_steps", -1)
+    if steps is not None and steps > 0:
+        return True
+    if steps == 0:
+        return False
+    epochs = trainer.get("max_epochs", None)
+    return epochs is None or epochs != 0
+
+
+def _check_module_args(module_class: type[Any], module_args: dict[str, Any], num_classes: int) -> None:
+    """Build the recipe's training module once without a backbone (a template), so a bad value in the model section
+    (a negative lr, an unknown optimiser) fails now, not after the scoring; modules that need a backbone to be built
+    are checked when the first candidate trains."""
+    from gradsign_pl.modules.classification import ClassificationModule
+
+    if issubclass(module_class, ClassificationModule):  # these are built as templates (backbone=None) by design
+        module_class(backbone=None, num_classes=num_classes, **module_args)
 
 
 def _check_module_class(module_class: type[Any], distill: DistillOptions | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
@@ -12,6 +13,19 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from lightning.fabric.utilities.data import AttributeDict
+
+
+def check_optimiser_options(lr: float, weight_decay: float, label_smoothing: float) -> None:
+    """``ValueError`` naming the value unless ``lr > 0``, ``weight_decay >= 0`` (finite) and ``label_smoothing`` is
+    in [0, 1): the checks both training modules make when built, so a recipe's typo fails before any work."""
+    if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a finite number > 0 (the peak learning rate), got {lr!r}")
+    if isinstance(weight_decay, bool) or not (
+        isinstance(weight_decay, (int, float)) and weight_decay >= 0 and math.isfinite(weight_decay)
+    ):
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if not (isinstance(label_smoothing, (int, float)) and 0.0 <= label_smoothing < 1.0):
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
 
 
 class ClassificationModule(pl.LightningModule):
@@ -49,6 +63,7 @@ class ClassificationModule(pl.LightningModule):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         if not 0.0 < warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction is a fraction of the schedule in (0, 1), got {warmup_fraction!r}")
+        check_optimiser_options(lr, weight_decay, label_smoothing)
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
         metric: dict[str, Any] = {"task": "multiclass", "num_classes": num_classes}

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
 
-from gradsign_pl.modules.classification import ClassificationModule
+from gradsign_pl.modules.classification import ClassificationModule, check_optimiser_options
 
 __all__ = ["DistillationModule", "soft_cross_entropy"]
 
@@ -194,8 +194,7 @@ class DistillationModule(ClassificationModule):
         for name, value in (("kd_weight", kd_weight), ("feature_weight", feature_weight), ("mixup_alpha", mixup_alpha)):
             if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0 (0 disables that term), got {value!r}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        check_optimiser_options(lr, weight_decay, label_smoothing)
         if not 0.0 <= warmup_fraction < 1.0:
             raise ValueError(
                 f"warmup_fraction must be in [0, 1) (a fraction of all optimiser steps), got {warmup_fraction!r}"

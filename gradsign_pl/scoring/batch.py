@@ -66,11 +66,14 @@ def unpack_batch(batch: Any, transform: BatchTransform | None = None) -> tuple[T
 def first_batch(
     source: Any, *, batch_transform: BatchTransform | None = None, max_samples: int | None = None, seed: int = 0
 ) -> tuple[Tensor, Tensor]:
-    """The first ``(inputs, targets)`` of a tensor pair, a DataLoader or a LightningDataModule's training data.
+    """The first ``(inputs, targets)`` of one batch (a tensor pair or a dict, see :func:`unpack_batch`), a DataLoader
+    or a LightningDataModule's training data.
 
     Drawn under ``seed`` in an isolated RNG; truncated to ``max_samples``. A datamodule is set up for ``"fit"``.
     """
-    if isinstance(source, (tuple, list)) and len(source) == 2 and all(isinstance(t, Tensor) for t in source):
+    if isinstance(source, Mapping) or (
+        isinstance(source, (tuple, list)) and source and all(isinstance(t, Tensor) for t in source)
+    ):  # one batch as a training step receives it (unpack_batch says what a batch may look like)
         batch: Any = source
     elif hasattr(source, "train_dataloader") and hasattr(source, "setup"):
         if hasattr(source, "prepare_data"):
@@ -83,7 +86,8 @@ def first_batch(
             batch = _first(source)
     else:
         raise TypeError(
-            f"expected (inputs, targets) tensors, a DataLoader or a LightningDataModule, got {type(source).__name__}"
+            "expected one batch ((inputs, targets) tensors or a dict of them), a DataLoader or a LightningDataModule, "
+            f"got {type(source).__name__}"
         )
     x, y = unpack_batch(batch, batch_transform)
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):

@@ -228,6 +228,26 @@ def test_one_unpacker_for_every_face(batch, tmp_path):
     assert unpack_batch((batch[0], batch[1], batch[1]), lambda b: (b[0], b[2]))[1] is batch[1]
 
 
+def test_one_batch_given_directly_is_read_like_a_training_step_batch(batch):
+    """A dict batch given to first_batch / rank() directly is a batch, not a loader; a 3-tuple says it is one."""
+    x, y = first_batch({"images": batch[0], "labels": batch[1]})
+    assert x is batch[0] and y is batch[1]
+    ranked = rank(
+        {"a": functools.partial(tiny_cnn_of_width, 4)},
+        {"x": batch[0], "y": batch[1]},
+        ["params"],
+        num_classes=5,
+        progress=False,
+    )
+    assert ranked["a"].status == "ok"
+    with pytest.raises(ValueError, match=r"cannot tell inputs from targets.*a tuple of 3 items"):
+        first_batch((batch[0], batch[1], batch[1]))
+    with pytest.raises(ValueError, match=r"cannot tell inputs from targets.*keys \['images', 'lbl'\]"):
+        first_batch({"images": batch[0], "lbl": batch[1]})
+    with pytest.raises(TypeError, match=r"expected one batch .*a DataLoader or a LightningDataModule, got int"):
+        first_batch(3)
+
+
 def tiny_cnn_of_width(width, num_classes, in_chans):
     return TinyCNN(num_classes, in_chans, width)
 
