@@ -132,8 +132,13 @@ def train_candidate(
                 num_classes=dm.num_classes, in_chans=dm.in_chans, input_size=(dm.image_size, dm.image_size)
             )
         module = (module_factory or recipe.module)(backbone)
+        # a rung's stop is saved apart and moved over last.ckpt once the fit has returned: ModelCheckpoint saves
+        # last.ckpt again when the fit ends (with the epoch marked done), which would skip the rest of that epoch
+        at_stop = ckpt_dir / "stop.ckpt"
+        if at_stop.is_file():  # killed between the save at a stop and the move: the stop is the latest state
+            os.replace(at_stop, last)
         recorder = recorder or FidelityRecorder()
-        recorder.stop_at, recorder.checkpoint = stop_at, str(last) if stop_at is not None else None
+        recorder.stop_at, recorder.checkpoint = stop_at, str(at_stop) if stop_at is not None else None
         callbacks: list[Any] = [
             recorder,
             ModelCheckpoint(
@@ -163,6 +168,8 @@ def train_candidate(
             record["resumed_from_step"] = _checkpoint_step(last)
         trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)
         finished = recorder.stopped_at is None
+        if not finished and at_stop.is_file():
+            os.replace(at_stop, last)
         metrics = trainer.callback_metrics
         record.update(
             status="trained" if finished else "stopped",

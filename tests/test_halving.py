@@ -212,3 +212,26 @@ def test_validation_signals_evaluate_at_each_rung_end(tmp_path):
         train_survivors=False,
     )
     assert all(0.0 <= r.signal <= 1.0 for r in result.rungs)
+
+
+def test_a_rung_that_stops_mid_epoch_off_the_checkpoint_grid_continues_as_one_uninterrupted_training(tmp_path):
+    """Rungs end at steps 3 and 4, mid-epoch and before the first periodic save (every 5 steps; the quickstart's
+    first rung ends at 6 of 60 with saves every 50): the continued run must still train every step of the schedule
+    and end with the uninterrupted run's weights and curve."""
+    import torch
+
+    from gradsign_pl.candidates import candidate
+    from gradsign_pl.training import train_candidate
+
+    tiny = candidate(CANDIDATES["tiny4"], name="tiny4")
+    whole = train_candidate(tiny, _recipe(tmp_path), tmp_path / "whole", test=False)
+    for stop in (3, 4):
+        rung = train_candidate(tiny, _recipe(tmp_path), tmp_path / "rungs", stop_at=stop, test=False)
+        assert rung["status"] == "stopped" and rung["steps"] == stop
+    rest = train_candidate(tiny, _recipe(tmp_path), tmp_path / "rungs", test=False)
+    assert rest["resumed_from_step"] == 4
+    assert rest["steps"] == whole["steps"] and rest["epochs"] == whole["epochs"]
+    assert rest["curve"]["train_loss"] == whole["curve"]["train_loss"]
+    a = torch.load(whole["last_checkpoint"], weights_only=True)["state_dict"]
+    b = torch.load(rest["last_checkpoint"], weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
