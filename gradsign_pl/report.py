@@ -72,9 +72,19 @@ def write_report(
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": run_dir / "report.md", "csv": run_dir / "report.csv", "json": run_dir / "report.json"}
     by_name = {t["name"]: t for t in trained}
+    halving = sections.get("halving")
     records = []
     for rec in ranking.records():
         t = by_name.get(rec["name"], {})
+        if halving is not None and rec.get("status") == "ok":  # kept = survived the rungs
+            rung = halving["eliminated_at"].get(rec["name"], "never entered")
+            rec = {
+                **rec,
+                "kept": rec["name"] in halving["survivors"],
+                "reason": None
+                if rec["name"] in halving["survivors"]
+                else (f"eliminated after rung {rung}" if isinstance(rung, int) else "not in rung 1 (keep_after_rung0)"),
+            }
         records.append(
             {
                 **rec,

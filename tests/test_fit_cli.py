@@ -256,3 +256,71 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path):
     rec_b = [json.loads(x) for x in (tmp_path / "b" / "run" / "trained.jsonl").read_text().splitlines()][-1]
     assert rec_b["resumed_from_step"] == 4 and rec_b["steps"] == rec_a["steps"] == 12
     assert rec_b["test_acc"] == rec_a["test_acc"] and rec_b["val_acc"] == rec_a["val_acc"]
+
+
+def _halving_recipe(path: Path, *, callbacks=()) -> Path:
+    return recipe(
+        path,
+        candidates=[
+            {"class_path": "tests.models.TinyCNN", "init_args": {"width": w}, "name": f"tiny{w}"} for w in (2, 4, 8, 16)
+        ],
+        triage={"proxies": ["params"], "top_k": 1, "max_samples": 32, "strategy": "halving"},
+        halving={"eta": 2, "budget": 0.4, "signal": "last_loss"},
+        data={
+            "class_path": "gradsign_pl.data.datamodules.DigitsDataModule",
+            "init_args": {"batch_size": 16, "image_size": 8},
+        },
+        trainer={
+            "max_epochs": 1,
+            "limit_train_batches": 12,
+            "limit_val_batches": 1,
+            "limit_test_batches": 1,
+            "enable_progress_bar": False,
+            "accelerator": "cpu",
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(path / "logs")},
+            },
+            "callbacks": [{"class_path": c} for c in callbacks],
+        },
+    )
+
+
+def test_halving_recipe_reports_its_rungs_logs_them_and_resumes_after_a_kill_mid_rung(tmp_path):
+    straight = fit("--config", str(_halving_recipe(tmp_path / "a")), "--checkpoint_every_n_steps", "4")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    report = json.loads((tmp_path / "a" / "run" / "report.json").read_text())
+    plan = report["halving"]["plan"]
+    assert plan["counts"] == [4, 2] and plan["steps"] == [3, 6] and plan["full_steps"] == 12
+    (survivor,) = report["halving"]["survivors"]
+    rows = {c["name"]: c for c in report["candidates"]}
+    assert [n for n, c in rows.items() if c["kept"]] == [survivor]
+    assert rows[survivor]["train_steps"] == 12  # the full schedule, continued from its last rung
+    eliminated = [n for n, c in rows.items() if n != survivor]
+    assert all(rows[n]["reason"].startswith("eliminated after rung") for n in eliminated)
+    md = (tmp_path / "a" / "run" / "report.md").read_text()
+    assert "## Successive halving" in md and "eliminated after" in md and "halving_signal.png" in md
+    assert (tmp_path / "a" / "run" / "halving_signal.png").stat().st_size > 0
+    logged = "".join(p.read_text() for p in (tmp_path / "a" / "logs").rglob("metrics.csv"))
+    assert "halving/last_loss" in logged  # each rung's signal went to the recipe's logger
+
+    killed = fit(
+        "--config",
+        str(_halving_recipe(tmp_path / "b", callbacks=["tests.models.KillAtStep"])),
+        "--checkpoint_every_n_steps",
+        "4",
+        env={"GRADSIGN_TEST_KILL_AT_STEP": "5"},  # inside rung 2 (steps 3 -> 6), after the save at step 4
+    )
+    assert killed.returncode != 0 and "killed at step 5" in killed.stderr
+    resumed = fit(
+        "--config",
+        str(_halving_recipe(tmp_path / "b", callbacks=["tests.models.KillAtStep"])),
+        "--checkpoint_every_n_steps",
+        "4",
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = json.loads((tmp_path / "b" / "run" / "report.json").read_text())
+    assert again["halving"]["survivors"] == report["halving"]["survivors"]
+    assert [r["signal"] for r in again["halving"]["rungs"]] == [r["signal"] for r in report["halving"]["rungs"]]
+    by_name = {c["name"]: c for c in again["candidates"]}
+    assert by_name[survivor]["test_acc"] == rows[survivor]["test_acc"]

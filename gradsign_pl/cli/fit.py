@@ -473,7 +473,7 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
         options=triage.options,
         max_params=triage.max_params,
         max_flops=triage.max_flops,
-        top_k=triage.top_k,
+        top_k=None if triage.strategy == "halving" else triage.top_k,  # halving keeps top_k after its rungs
         cache=run_dir / "scores",
         num_classes=dm.num_classes,
         order_by=triage.order_by,
