@@ -150,7 +150,10 @@ def plan_rungs(
             raw = [nearest(allowed, r) for r in raw]
         out: list[int] = []
         for r in raw:  # strictly increasing below the full schedule: a rung trains at least one step more
-            out.append(min(full_steps, max(r, out[-1] + 1)) if out else r)  # rungs capped at full: a pick at the end
+            if out and r <= out[-1]:  # the next allowed step (or one more step) after the previous rung
+                later = [s for s in allowed if s > out[-1]] if allowed else []
+                r = later[0] if later else out[-1] + 1
+            out.append(min(full_steps, r))  # rungs capped at full: a pick at the end
         return tuple(out)
 
     first = total / unit
