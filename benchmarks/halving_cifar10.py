@@ -60,6 +60,14 @@ ROOT = Path(__file__).resolve().parents[1]
 FRACTIONS = (0.01, 0.03, 0.10, 0.30)
 #: the finer sweep for "compute needed to reach a target" and the plot's curves
 SWEEP = tuple(round(0.005 * 2 ** (k / 4), 5) for k in range(0, 27))  # 0.5% .. ~54%
+#: gradsign-fit's default (HalvingOptions) and the options shown beside it in the headline table
+HEADLINE = ("last_loss", "halving eta=3, last_loss")
+HEADLINE_ROWS = (
+    ("#params", "#params"),
+    ("fixed budget, last_loss", "fixed budget, last_loss"),
+    ("halving eta=3, last_loss (default)", "halving eta=3, last_loss"),
+    ("same, rung 0 keeps 1/3", "halving eta=3, last_loss, rung 0 keeps 1/3"),
+)
 #: the issue's targets at <= 10% compute
 TARGET = {"regret": 1.0, "recall3": 2 / 3, "tau": 0.6}
 ETAS = (2, 3, 4)
@@ -377,6 +385,28 @@ def _markdown(args, p: dict[str, Any]) -> str:
             "",
         ]
     md += [
+        "## At each compute fraction",
+        "",
+        f"The default of `gradsign-fit --triage.strategy halving` ({HEADLINE[1]}) beside #params, the same signal "
+        "at a fixed budget, and the same halving behind a zero-cost rung 0 that keeps the best third by #params. "
+        "Each cell: Kendall tau of the whole order [90% CI] / top-1 regret in points / top-3 recall.",
+        "",
+        "| compute | " + " | ".join(label for label, _ in HEADLINE_ROWS) + " |",
+        "| ---: |" + " --- |" * len(HEADLINE_ROWS),
+    ]
+    for frac in (0.0, *FRACTIONS):
+        cells = []
+        for _, option in HEADLINE_ROWS:
+            want = "#params" if frac == 0.0 and option != "#params" else option
+            r = next((r for r in rows if r["fraction"] == frac and r["option"] == want), None)
+            if r is None or (frac == 0.0 and option != "#params"):
+                cells.append("(= #params)" if frac == 0.0 else "--")
+                continue
+            lo, hi = r["tau_ci"]
+            cells.append(f"{_f(r['tau'], 2)} [{_f(lo, 2)}, {_f(hi, 2)}] / {_f(r['regret'], 2)} / {_f(r['recall3'], 2)}")
+        md.append(f"| {100 * frac:.0f}% | " + " | ".join(cells) + " |")
+    md += [
+        "",
         "## Cross-validated choice per budget",
         "",
         "At each budget the option (signal, eta, rung-0 prune, or fixed budget) is chosen by leave-one-family-out "
