@@ -5,7 +5,8 @@ seeds), scores each at initialisation under every option of the policy study (``
 evaluates every policy -- GradSign options (init, BatchNorm statistics, reduction, seeds, batches, resolution),
 the other proxies, params, FLOPs, and log-rank combinations with params / FLOPs -- by Kendall tau and Spearman rho
 against the achieved test accuracy, with leave-one-family-out cross-validation of the choice
-(``gradsign_pl.studies.policy_cv``). Everything is cached under ``runs/triage_cifar10`` and resumes.
+(``gradsign_pl.studies.policy_cv``). Scores are cached under ``runs/triage_cifar10``, trainings under
+``benchmarks/results/triage`` (committed, keyed on the schedule and the data order); both resume.
 
 Writes ``docs/results/triage.md``, ``triage.json``, ``triage_policies.csv`` and ``triage.png`` (``--quick``: 4
 models of 4 families, 1 epoch on 2000 images, one seed, pass 1 of the grid; written under the run directory).
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from triage_models import MODELS, QUICK_MODELS, SCHEDULE, datamodule, trained_accuracies
+from triage_models import MODELS, QUICK_MODELS, SCHEDULE, datamodule, trained_accuracies, trained_log
 from triage_scoring import BN_OPTIONS, OTHER_PROXIES, key, score_grid, scoring_batches
 
 from gradsign_pl.proxies.ensemble import rank_ensemble
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     dm = datamodule(args.data_dir, schedule)
 
     store = score_grid(models, scoring_batches(dm, 3), run / "policy_scores", passes)
-    log = run / f"trained_e{schedule['epochs']}_n{schedule['train_size']}.jsonl"
+    log = trained_log(schedule, quick=args.quick)
+    log.parent.mkdir(parents=True, exist_ok=True)
     trained = trained_accuracies(models, seeds, dm, schedule, log, run / "train")
 
     names = [n for n in models if all(trained.get((n, s), {}).get("test_acc") is not None for s in seeds)]

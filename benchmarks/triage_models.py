@@ -61,6 +61,21 @@ SCHEDULE = {
 }
 
 
+#: what the training order and augmentation follow (gradsign_pl.data.sampling): results of another never mix
+DATA_ORDER = "seeded-sampler-v1"
+
+
+def trained_log(schedule: dict[str, Any], quick: bool = False) -> Path:
+    """Where the trainings of ``schedule`` are kept: committed under ``benchmarks/results/triage`` (so a study
+    spread over sessions keeps what it trained), keyed by a hash of the schedule and :data:`DATA_ORDER`."""
+    import hashlib
+    import json
+
+    key = hashlib.sha256(json.dumps({**schedule, "data_order": DATA_ORDER}, sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(__file__).resolve().parents[1] / ("runs/triage_cifar10_quick" if quick else "benchmarks/results/triage")
+    return root / f"trained_e{schedule['epochs']}_n{schedule['train_size']}_{key}.jsonl"
+
+
 def datamodule(data_dir: str | None, schedule: dict[str, Any]):
     from gradsign_pl.data.datamodules import CIFAR10DataModule
 
@@ -127,6 +142,7 @@ def trained_accuracies(
                 rec = {"name": name, "seed": seed, "test_acc": None, "error": f"{type(exc).__name__}: {exc}"}
             print(f"  -> {rec.get('test_acc')} in {rec.get('seconds', 0):.0f} s", flush=True)
             done[(name, seed)] = rec
+            log.parent.mkdir(parents=True, exist_ok=True)
             append_jsonl(log, rec)
     return done
 
@@ -142,6 +158,6 @@ if __name__ == "__main__":  # python benchmarks/triage_models.py SEED [SEED ...]
         [int(s) for s in sys.argv[1:]] or [0],
         dm,
         SCHEDULE,
-        root / f"trained_e{SCHEDULE['epochs']}_n{SCHEDULE['train_size']}.jsonl",
+        trained_log(SCHEDULE),
         root / "train",
     )
