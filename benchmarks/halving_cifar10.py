@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from halving_groundtruth import (
+    QUICK_MODELS,
     QUICK_SCHEDULE,
     RESULTS,
     SCHEDULE,
@@ -296,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     payload = {
         "schedule": schedule,
+        "missing": [n for n in (QUICK_MODELS if args.quick else MODELS) if n not in names],
         "full_steps": full,
         "grid": grid,
         "models": {
@@ -376,6 +378,12 @@ def _markdown(args, p: dict[str, Any]) -> str:
         "shown. Intervals: 90% bootstrap over models.",
         "",
     ]
+    if p["missing"]:
+        md += [
+            f"**Not yet in the ground truth:** {', '.join(p['missing'])} (their trainings had not finished when "
+            "this page was generated; `halving_groundtruth.py` resumes them, and a rerun of this script adds them).",
+            "",
+        ]
     if noise.get("tau") is not None:
         md += [
             f"Noise ceiling: on the {len(noise['models'])} models trained under a second seed, seed 0's order "
