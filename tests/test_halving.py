@@ -128,6 +128,9 @@ def _recipe(tmp_path, max_epochs=2):
     )
 
 
+#: the arguments every halving() call in these tests shares: rank by params, no progress bar, no log lines
+QUIET = {"proxies": ("params",), "progress": False, "log": lambda s: None}
+
 CANDIDATES = {f"tiny{w}": {"class_path": "tests.models.TinyCNN", "init_args": {"width": w}} for w in (2, 4, 8, 16)}
 
 
@@ -141,9 +144,7 @@ def test_rungs_continue_from_their_checkpoints_and_a_rerun_reuses_every_rung(tmp
         budget=0.3,
         final=1,
         signal="sotl",
-        proxies=("params",),
-        progress=False,
-        log=lambda s: None,
+        **QUIET,
     )
     plan = result.plan
     assert plan.counts == (4, 2) and len(result.survivors) == 1
@@ -161,9 +162,7 @@ def test_rungs_continue_from_their_checkpoints_and_a_rerun_reuses_every_rung(tmp
         budget=0.3,
         final=1,
         signal="sotl",
-        proxies=("params",),
-        progress=False,
-        log=lambda s: None,
+        **QUIET,
         train_survivors=False,
     )
     assert again.survivors == result.survivors and again.order == result.order
@@ -178,9 +177,7 @@ def test_the_same_configuration_gives_the_same_eliminations(tmp_path):
         eta=2,
         budget=0.2,
         signal="last_loss",
-        proxies=("params",),
-        progress=False,
-        log=lambda s: None,
+        **QUIET,
         train_survivors=False,
     )
     b = halving(
@@ -190,9 +187,7 @@ def test_the_same_configuration_gives_the_same_eliminations(tmp_path):
         eta=2,
         budget=0.2,
         signal="last_loss",
-        proxies=("params",),
-        progress=False,
-        log=lambda s: None,
+        **QUIET,
         train_survivors=False,
     )
     assert a.order == b.order and [r.signal for r in a.rungs] == [r.signal for r in b.rungs]
@@ -206,9 +201,7 @@ def test_validation_signals_evaluate_at_each_rung_end(tmp_path):
         eta=2,
         budget=0.2,
         signal="val_acc",
-        proxies=("params",),
-        progress=False,
-        log=lambda s: None,
+        **QUIET,
         train_survivors=False,
     )
     assert all(0.0 <= r.signal <= 1.0 for r in result.rungs)
