@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -34,11 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gradsign_pl.candidates import Candidate, candidate
+from gradsign_pl.executors import Executor, create_executor
 from gradsign_pl.proxies import GradSignResult, batch_fingerprint, get_proxy
 from gradsign_pl.proxies.ensemble import rank_ensemble
 from gradsign_pl.scoring.batch import first_batch, num_classes_of
 from gradsign_pl.scoring.cache import ScoreCache
-from gradsign_pl.scoring.core import score_model
+from gradsign_pl.scoring.core import ModelScores, score_model
 from gradsign_pl.scoring.policy import ScoringPolicy, resolve_policy
 
 SIZE_KEYS = ("params", "flops")
@@ -283,6 +285,7 @@ def rank(
     max_samples: int | None = 64,
     device: str | torch.device = "auto",
     progress: bool = True,
+    executor: str | Executor | None = None,
 ) -> Ranking:
     """Score every candidate on one real batch and rank them (see the module docstring).
 
@@ -306,7 +309,11 @@ def rank(
             the policy's ``order_terms`` say whether it is used and which size terms (params, FLOPs) join it
             in a log-rank sum.
         loss_fn: loss for the gradient proxies; max_samples: truncate the batch.
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``; under Ray, where each task runs.
+        executor: where the candidates are scored: ``"local"`` (default, one after the other here), ``"ray"``
+            (one Ray task per candidate, see :mod:`gradsign_pl.executors`) or an executor instance. The ranking
+            does not depend on it: each result is written to ``cache`` as it arrives and the rows are folded in
+            candidate order.
     """
     proxies = list(dict.fromkeys(proxies))
     if not proxies:
@@ -353,9 +360,10 @@ def rank(
         scoring = dataclasses.replace(scoring, proxy_options=merged)  # __post_init__ checks every option
     seeds = scoring.seeds
 
+    engine = create_executor(executor)
     x, y = first_batch(batch_or_datamodule, max_samples=max_samples)
     classes = num_classes_of(batch_or_datamodule, y, num_classes)
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
+    dev = torch.device(engine.device_type(str(device)))
     fingerprint = batch_fingerprint(x, y)
     store = None
     if cache is not None:
@@ -375,14 +383,36 @@ def rank(
                 stacklevel=2,
             )
 
-    rows = []
+    works = [_cached_work(i, cand, proxies, seeds, store) for i, cand in enumerate(cands)]
+    todo = [w for w in works if w.needed]
+    slots: list[RankedCandidate | None] = [None] * len(cands)
     bar = _progress(progress, len(cands))
-    for cand in cands:
-        rows.append(
-            _score_candidate(cand, x, y, proxies, seeds, classes, max_params, max_flops, loss_fn, dev, store, scoring)
-        )
+    for w in works:
+        if not w.needed:
+            over = _over_budget(w.params, w.flops, max_params, max_flops)  # budgets are not part of the cache key
+            slots[w.index] = (
+                RankedCandidate(
+                    w.cand.name, "over budget", dict.fromkeys(proxies, math.nan), {}, w.params, w.flops, reason=over
+                )
+                if over
+                else _fold(w, None, proxies, seeds, store)
+            )
+            bar.advance()
+    shared = {
+        "x": x,
+        "y": y,
+        "classes": classes,
+        "budget": (max_params, max_flops),
+        "loss_fn": loss_fn,
+        "device": dev,
+        "policy": scoring,
+    }
+    for i, computed in engine.map(_compute_missing, todo, shared=shared):
+        slots[todo[i].index] = _fold(todo[i], computed, proxies, seeds, store)  # written the moment it arrives
         bar.advance()
     bar.close()
+    rows = [r for r in slots if r is not None]
+    assert len(rows) == len(cands)  # every candidate folded once
     _order(rows, proxies, order_by, top_k, scoring.order_terms)
     return Ranking(
         rows,
@@ -397,101 +427,160 @@ def rank(
 _HW = tuple[int, int]
 
 
-def _score_candidate(
-    cand: Candidate,
-    x: Tensor,
-    y: Tensor,
-    proxies: list[str],
-    seeds: int,
-    classes: int,
-    max_params: float | None,
-    max_flops: float | None,
-    loss_fn: Callable[..., Tensor],
-    dev: torch.device,
-    store: ScoreCache | None,
-    policy: ScoringPolicy,
-) -> RankedCandidate:
-    """Every seed's scores of one candidate (cached ones read back), folded into its ranking row."""
-    t0 = time.perf_counter()
+@dataclasses.dataclass
+class _Work:
+    """One candidate's scores read back from the cache, and what is still to compute (picklable: Ray ships it).
+
+    Attributes:
+        index: position among the candidates; key: the cache key (name and spec fingerprint).
+        missing: seed -> proxies without a cached result under that seed.
+        cached: ``(seed, proxy)`` -> the cached record.
+        params, flops: the cached size, else ``None`` (then the first scoring counts it).
+    """
+
+    index: int
+    cand: Candidate
+    key: str
+    missing: dict[int, list[str]]
+    cached: dict[tuple[int, str], dict[str, Any]]
+    params: int | None
+    flops: int | None
+
+    @property
+    def needed(self) -> bool:
+        return self.params is None or any(self.missing.values())
+
+
+@dataclasses.dataclass
+class _Computed:
+    """What a worker computed for one :class:`_Work`: each scored seed's results, or why it stopped early."""
+
+    params: int | None
+    flops: int | None
+    per_seed: dict[int, ModelScores]
+    stop: tuple[str, str] | None = None  # (status, reason): over budget or failed
+    seconds: float = 0.0
+
+
+def _record_score(record: Mapping[str, Any]) -> float:
+    return math.nan if record["score"] is None else float(record["score"])
+
+
+def _cached_work(index: int, cand: Candidate, proxies: list[str], seeds: int, store: ScoreCache | None) -> _Work:
     key = f"{cand.name}#{cand.fingerprint}"  # a changed spec (kwargs, class path, factory code) is a new key
-    per_seed: dict[str, list[float]] = {p: [] for p in proxies}
-    reasons: dict[str, str] = {}
-    signals: list[float] = []
     params = flops = None
     if store is not None and (key, "params") in store and (key, "flops") in store:
         params, flops = int(store.score(key, "params")), int(store.score(key, "flops"))
+    missing: dict[int, list[str]] = {}
+    cached: dict[tuple[int, str], dict[str, Any]] = {}
     for seed in range(seeds):
-        keys = {p: f"{p}@seed{seed}" for p in proxies}
-        missing = [p for p in proxies if store is None or (key, keys[p]) not in store]
-        if missing or params is None:
-            over = _over_budget(params, flops, max_params, max_flops) if params is not None else None
-            if over:
-                return RankedCandidate(
-                    cand.name,
-                    "over budget",
-                    dict.fromkeys(proxies, math.nan),
-                    {},
-                    params,
-                    flops,
-                    reason=over,
-                    seconds=time.perf_counter() - t0,
-                )
-            result = score_model(
-                # build checks that the size is (height, width)
-                lambda: cand.build(num_classes=classes, in_chans=x.shape[1], input_size=cast(_HW, tuple(x.shape[2:]))),
-                x,
-                y,
-                missing,
-                policy=policy,
-                seed=seed,
-                loss_fn=loss_fn,
-                device=dev,
-                size=params is None,
-                admit=lambda n, f: _over_budget(n, f, max_params, max_flops),
-            )
-            if params is None and result.params is not None:
-                params, flops = result.params, result.flops
-                assert flops is not None  # counted: size=True
-                if store is not None:
-                    store.add(key, "params", float(params))
-                    store.add(key, "flops", float(flops))
-            if result.error is not None:
-                status = "over budget" if result.params is not None else "failed"
-                return RankedCandidate(
-                    cand.name,
-                    status,
-                    dict.fromkeys(proxies, math.nan),
-                    {},
-                    params,
-                    flops,
-                    reason=result.error,
-                    seconds=time.perf_counter() - t0,
-                )
-            for p in missing:
+        missing[seed] = []
+        for p in proxies:
+            record = store.get(key, f"{p}@seed{seed}") if store is not None else None
+            if record is None:
+                missing[seed].append(p)
+            else:
+                cached[(seed, p)] = record
+    return _Work(index, cand, key, missing, cached, params, flops)
+
+
+def _compute_missing(
+    work: _Work,
+    *,
+    x: Tensor,
+    y: Tensor,
+    classes: int,
+    budget: tuple[float | None, float | None],
+    loss_fn: Callable[..., Tensor],
+    device: torch.device,
+    policy: ScoringPolicy,
+) -> _Computed:
+    """Score one candidate's missing ``(seed, proxy)`` pairs (runs on the executor's worker; writes nothing)."""
+    t0 = time.perf_counter()
+    out = _Computed(work.params, work.flops, {})
+    for seed, missing in work.missing.items():
+        if not missing and out.params is not None:
+            continue
+        over = _over_budget(out.params, out.flops, *budget) if out.params is not None else None
+        if over:
+            out.stop = ("over budget", over)
+            break
+        result = score_model(
+            # build checks that the size is (height, width)
+            functools.partial(
+                work.cand.build, num_classes=classes, in_chans=x.shape[1], input_size=cast(_HW, tuple(x.shape[2:]))
+            ),
+            x,
+            y,
+            missing,
+            policy=policy,
+            seed=seed,
+            loss_fn=loss_fn,
+            device=device,
+            size=out.params is None,
+            admit=lambda n, f: _over_budget(n, f, *budget),
+        )
+        if out.params is None and result.params is not None:
+            out.params, out.flops = result.params, result.flops
+        if result.error is not None:
+            out.stop = ("over budget" if result.params is not None else "failed", result.error)
+            break
+        out.per_seed[seed] = result
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _fold(
+    work: _Work, computed: _Computed | None, proxies: list[str], seeds: int, store: ScoreCache | None
+) -> RankedCandidate:
+    """Write what ``computed`` holds to ``store`` and fold it with the cached scores into the ranking row."""
+    name = work.cand.name
+    params, flops = (computed.params, computed.flops) if computed is not None else (work.params, work.flops)
+    seconds = computed.seconds if computed is not None else 0.0
+    if computed is not None and store is not None:
+        if work.params is None and computed.params is not None:
+            assert computed.flops is not None  # counted with the params
+            store.add(work.key, "params", float(computed.params))
+            store.add(work.key, "flops", float(computed.flops))
+        for seed, result in computed.per_seed.items():
+            for p in work.missing[seed]:
                 r = result.results[p]
+                if p in result.transient:  # out of memory is not a final result
+                    continue
                 extra = (
                     {"signal": r.n_active_params / r.n_params}
                     if p == "gradsign" and isinstance(r, GradSignResult) and r.is_finite and r.n_params
                     else {}
                 )
-                if store is not None and p not in result.transient:  # out of memory is not a final result
-                    store.add(key, keys[p], r.score, reason=result.reasons.get(p), **extra)
-                per_seed[p].append(r.score)
-                if p in result.reasons:
-                    reasons[p] = result.reasons[p]
-                if "signal" in extra:
-                    signals.append(extra["signal"])
+                store.add(work.key, f"{p}@seed{seed}", r.score, reason=result.reasons.get(p), **extra)
+    if computed is not None and computed.stop is not None:
+        status, why = computed.stop
+        return RankedCandidate(
+            name, status, dict.fromkeys(proxies, math.nan), {}, params, flops, reason=why, seconds=seconds
+        )
+    per_seed: dict[str, list[float]] = {p: [] for p in proxies}
+    reasons: dict[str, str] = {}
+    signals: list[float] = []
+    for seed in range(seeds):
+        fresh = computed.per_seed.get(seed) if computed is not None else None
         for p in proxies:
-            if p in missing:
-                continue
-            assert store is not None  # without a store every proxy is missing
-            record = store.get(key, keys[p])
-            assert record is not None  # not missing: the store holds it
-            per_seed[p].append(store.score(key, keys[p]))
-            if record.get("reason"):
-                reasons[p] = record["reason"]
-            if record.get("signal") is not None:
-                signals.append(record["signal"])
+            reason: str | None
+            if fresh is not None and p in work.missing[seed]:
+                r = fresh.results[p]
+                score, reason = r.score, fresh.reasons.get(p)
+                active = (
+                    r.n_active_params / r.n_params
+                    if p == "gradsign" and isinstance(r, GradSignResult) and r.is_finite and r.n_params
+                    else None
+                )
+            else:
+                record = work.cached[(seed, p)]
+                score, reason, active = _record_score(record), record.get("reason"), record.get("signal")
+            per_seed[p].append(score)
+            if reason:
+                reasons[p] = reason
+            if active is not None:
+                signals.append(active)
     scores = {p: float(np.mean(v)) if all(math.isfinite(s) for s in v) else math.nan for p, v in per_seed.items()}
     spread = {p: float(np.std(v)) if all(math.isfinite(s) for s in v) else math.nan for p, v in per_seed.items()}
     signal = float(np.mean(signals)) if signals else None
@@ -502,13 +591,13 @@ def _score_candidate(
             "initialisation, so GradSign sees little of the network"
         )
     return RankedCandidate(
-        cand.name,
+        name,
         "ok",
         scores,
         spread,
         params,
         flops,
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         per_seed=per_seed,
         signal=signal,
         warnings=notes,

@@ -47,6 +47,7 @@ def correlate(
     device: str = "auto",
     threads: int | None = None,
     plots: bool = True,
+    executor: str = "local",
 ) -> None:
     """Score sampled architectures with zero-cost proxies and rank-correlate them with test accuracy.
 
@@ -69,9 +70,12 @@ def correlate(
         device: 'auto' (CUDA when present), 'cpu' or 'cuda[:i]'.
         threads: torch CPU threads (default: torch's choice).
         plots: draw the scatter PNGs.
+        executor: 'local' (this process) or 'ray' (one Ray task per arch on the cluster RAY_ADDRESS names, else a
+            local Ray instance; pip install "gradsign-pl[ray]"). The scores are the same; the cache resumes across.
     """
     import torch
 
+    from gradsign_pl.executors import create_executor
     from gradsign_pl.spaces import create_space
 
     if proxies is None:
@@ -92,6 +96,7 @@ def correlate(
         out=out_dir,
         data_dir=data_dir,
         device=device,
+        executor=create_executor(executor),
     )
     print_table(study)
     paths = write_study(study, out_dir, plots=plots)

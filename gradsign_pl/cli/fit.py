@@ -45,6 +45,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from gradsign_pl.candidates import Candidate, candidate
 from gradsign_pl.cli.stages import DistillOptions, SearchOptions, prepare_teacher, run_search
+from gradsign_pl.executors import Executor, create_executor
 from gradsign_pl.modules.classification import ClassificationModule
 from gradsign_pl.proxies import check_options, get_proxy
 from gradsign_pl.report import write_report
@@ -214,6 +215,14 @@ class GradSignFitCLI(LightningCLI):
             help="optimiser steps between the last.ckpt saves a killed training resumes from",
         )
         parser.add_argument("--score_only", type=bool, default=False, help="rank only, train nothing")
+        parser.add_argument(
+            "--executor",
+            type=str,
+            default="local",
+            help="where candidates are scored and the search's batches run: 'local' (this process) or 'ray' (Ray "
+            "tasks on the cluster RAY_ADDRESS names, else a local Ray instance; pip install 'gradsign-pl[ray]'); "
+            "the results are the same under both",
+        )
         parser.set_defaults(
             {
                 "data": {"class_path": "gradsign_pl.data.datamodules.DigitsDataModule"},
@@ -282,6 +291,7 @@ class Plan:
     search: SearchOptions | None
     distill: DistillOptions | None
     settings: dict[str, Any]
+    executor: Executor
 
 
 def plan_run(cli: GradSignFitCLI) -> Plan:
@@ -294,6 +304,7 @@ def plan_run(cli: GradSignFitCLI) -> Plan:
                 f"the datamodule {type(dm).__name__} has no {attr!r} attribute; gradsign-fit needs num_classes, "
                 "in_chans and image_size to build candidates that fit the data"
             )
+    executor = create_executor(cfg.executor)  # an unknown name, or ray without Ray installed, fails now
     triage = cfg.triage
     for p in triage.proxies:
         get_proxy(p)
@@ -355,7 +366,7 @@ def plan_run(cli: GradSignFitCLI) -> Plan:
         "model": _plain(cfg.model),
         "data": _plain(cfg.data),
     }
-    return Plan(resolve_run_dir(cfg), cands, module_class, module_args, search, distill, settings)
+    return Plan(resolve_run_dir(cfg), cands, module_class, module_args, search, distill, settings, executor)
 
 
 def _plain(ns: Any) -> Any:
@@ -460,7 +471,9 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
     specs = list(cfg.candidates)
     sections: dict[str, Any] = {}
     if plan.search is not None:
-        found, sections["search"] = run_search(plan.search, dm, run_dir / "search", write=writer)
+        found, sections["search"] = run_search(
+            plan.search, dm, run_dir / "search", write=writer, executor=plan.executor
+        )
         specs += found
         print(f"search: {len(found)} structure(s) join the candidates; best: {found[0]['name']} {found[0]['model']}")
     cands = [candidate(s) for s in specs]
@@ -478,6 +491,7 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
         num_classes=dm.num_classes,
         order_by=triage.order_by,
         max_samples=triage.max_samples,
+        executor=plan.executor,
     )
     if writer:
         ranking.print()

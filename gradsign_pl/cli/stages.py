@@ -48,6 +48,8 @@ class SearchOptions:
         seed: seed of the mutation choices and of every candidate's initialisation.
         use_se: squeeze-and-excitation in the ``SuperResIDWE`` blocks (ZenNAS's ImageNet models use it).
         max_samples: images of the first training batch used for scoring.
+        batch: structures drawn per step and scored together (the recipe's ``executor`` spreads them); 1 is the
+            ZenNAS loop exactly. The search depends on it, not on the executor.
     """
 
     space: str = "zen"
@@ -63,6 +65,7 @@ class SearchOptions:
     seed: int = 0
     use_se: bool = False
     max_samples: int = 64
+    batch: int = 1
 
     def check(self, datamodule: Any | None = None) -> None:
         """Fail before any work on a search that cannot run: unknown space or proxy, bad sizes, and (given the
@@ -76,7 +79,7 @@ class SearchOptions:
         get_proxy(self.proxy)
         if self.proxy == "ensemble":
             raise ValueError("search.proxy: 'ensemble' ranks a set of models; pick a single proxy such as 'gradsign'")
-        for name in ("iterations", "population_size", "top_k", "max_samples"):
+        for name in ("iterations", "population_size", "top_k", "max_samples", "batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"search.{name} must be a positive int, got {value!r}")
@@ -106,6 +109,7 @@ class SearchOptions:
             num_classes=int(datamodule.num_classes),
             seed=self.seed,
             init_structure=self.init_structure,
+            batch=self.batch,
         )
 
 
@@ -210,7 +214,13 @@ def _device() -> torch.device:
 
 
 def run_search(
-    options: SearchOptions, datamodule: Any, out_dir: Path, *, progress: bool = True, write: bool = True
+    options: SearchOptions,
+    datamodule: Any,
+    out_dir: Path,
+    *,
+    progress: bool = True,
+    write: bool = True,
+    executor: Any = None,
 ) -> tuple[list[dict], dict[str, Any]]:
     """Run (or resume) the evolutionary search; write its outputs to ``out_dir``; return the top candidates.
 
@@ -277,7 +287,12 @@ def run_search(
     t0 = time.perf_counter()
     try:
         result = evolution_search(
-            space, fitness or (lambda structure: math.nan), settings, checkpoint=checkpoint, progress=progress and write
+            space,
+            fitness or (lambda structure: math.nan),
+            settings,
+            checkpoint=checkpoint,
+            progress=progress and write,
+            executor=executor if write else None,
         )
     except ValueError as exc:
         raise ValueError(f"search: {exc}") from None

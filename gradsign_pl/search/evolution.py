@@ -47,6 +47,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from gradsign_pl.executors import Executor, create_executor
+
 #: While the population holds at most this many members, candidates mutate the initial structure (ZenNAS: 10).
 SEED_POPULATION = 10
 #: Blocks replaced when mutating the initial structure (ZenNAS: 1).
@@ -107,6 +109,9 @@ class EvolutionSettings:
         num_classes: width of the classifier head, used for the params/FLOPs budgets; >= 1.
         seed: seed of the ``random.Random`` that draws mutations and parents.
         init_structure: the structure to mutate from; ``None`` means ``space.initial_structure``.
+        batch: candidates drawn per step from the same population and scored together, so an executor can score
+            them at once (``evolution_search(executor="ray")``); 1 (the default) is the ZenNAS loop exactly. The
+            result depends on ``batch``, never on the executor; >= 1.
     """
 
     iterations: int = 1000
@@ -118,10 +123,11 @@ class EvolutionSettings:
     num_classes: int = 10
     seed: int = 0
     init_structure: str | None = None
+    batch: int = 1
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
-        for name in ("iterations", "population_size", "resolution", "num_classes"):
+        for name in ("iterations", "population_size", "resolution", "num_classes", "batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"EvolutionSettings.{name} must be an integer >= 1, got {value!r}")
@@ -414,7 +420,7 @@ def _load_checkpoint(path: Path, space: MutableSpace, settings: EvolutionSetting
             f"{CHECKPOINT_VERSION}; use a new checkpoint path"
         )
     expected = {"space": space.name, **dataclasses.asdict(settings)}
-    stored = {"space": doc.get("space"), **doc.get("settings", {})}
+    stored = {"space": doc.get("space"), "batch": 1, **doc.get("settings", {})}  # batch: 1 before it existed
     differing = sorted(k for k in set(expected) | set(stored) if expected.get(k) != stored.get(k))
     if differing:
         details = ", ".join(f"{k} (checkpoint {stored.get(k)!r}, now {expected.get(k)!r})" for k in differing)
@@ -457,19 +463,13 @@ def _check_initial(space: MutableSpace, settings: EvolutionSettings, init: str) 
             )
 
 
-def _one_iteration(
-    space: MutableSpace,
-    fitness: Callable[[str], float],
-    settings: EvolutionSettings,
-    init: str,
-    state: _State,
-    rng: random.Random,
-) -> tuple[str, float | None]:
-    """One mutation attempt; updates ``state`` (population, counts, best, last error) but not the history.
-
-    Returns ``("ok", score)`` for an added candidate, else ``(reason, None)``.
-    """
+def _draw(
+    space: MutableSpace, settings: EvolutionSettings, init: str, state: _State, rng: random.Random
+) -> tuple[str, str | None]:
+    """One mutation from the current population: ``(candidate, None)`` to score, or ``(text, reason)`` rejected
+    (counted in ``state``; ``text`` is the candidate or the error)."""
     population = state.population
+    candidate = ""
     try:
         if len(population) <= SEED_POPULATION:
             candidate = space.mutate(init, rng, num_replaces=INIT_REPLACES)
@@ -493,17 +493,30 @@ def _one_iteration(
         reason = "invalid"
     if reason is not None:
         state.rejected[reason] += 1
-        return reason, None
+    return str(candidate), reason
 
+
+def _fitness_of(structure: str, fitness: Callable[[str], float]) -> tuple[float | None, str | None]:
+    """``(score, None)``, or ``(None, error)`` when ``fitness`` raised or was not finite (runs on the executor)."""
     try:
-        value = float(fitness(candidate))
+        value = float(fitness(structure))
         if not math.isfinite(value):
-            raise ValueError(f"fitness returned {value} for {candidate!r}")
+            raise ValueError(f"fitness returned {value} for {structure!r}")
     except Exception as err:
-        state.last_error = _error_text(err)
+        return None, _error_text(err)
+    return value, None
+
+
+def _admit(
+    settings: EvolutionSettings, state: _State, candidate: str, scored: tuple[float | None, str | None]
+) -> tuple[str, float | None]:
+    """Add a scored candidate (trimming the worst) or count its failure: ``("ok", score)`` or ``("nan", None)``."""
+    value, error = scored
+    if value is None:
+        state.last_error = error
         state.rejected["nan"] += 1
         return "nan", None
-
+    population = state.population
     population.append((candidate, value))
     state.evaluated += 1
     if state.best is None or value > state.best:
@@ -558,13 +571,14 @@ def evolution_search(
     checkpoint: str | Path | None = None,
     progress: bool = True,
     on_iteration: Callable[[int, float], None] | None = None,
+    executor: str | Executor | None = None,
 ) -> SearchResult:
     """Run the ZenNAS evolutionary search (see the module docstring for the exact loop); higher fitness is better.
 
     Args:
         space: the space to search (mutations, sizes for the budgets).
         fitness: ``structure -> score`` (e.g. :func:`proxy_fitness`); should be deterministic for the search to
-            be reproducible. Called sequentially, once per candidate within budget.
+            be reproducible. Called once per candidate within budget, by ``executor``.
         settings: budgets, iterations, population size and seed (validated; ``ValueError`` names a bad field or
             an initial structure that already exceeds a budget).
         checkpoint: JSON file holding the search state; if it exists the search resumes from it (its settings
@@ -574,6 +588,10 @@ def evolution_search(
         progress: show a rich progress bar (iteration, best score, population size); nothing is printed if False.
         on_iteration: called after every iteration with ``(iteration, best score so far)`` (``nan`` before the
             first scored candidate).
+        executor: scores each step's ``settings.batch`` candidates (``"local"``, ``"ray"``: one Ray task each, see
+            :mod:`gradsign_pl.executors`; ``fitness`` is shipped to the workers once). The search is the same
+            under every executor; a step is checkpointed once all its candidates are folded in, so a kill mid-step
+            redoes only that step.
 
     Returns:
         the :class:`SearchResult` (population best first, per-iteration history, counts).
@@ -582,6 +600,7 @@ def evolution_search(
         RuntimeError: the first :data:`MAX_INITIAL_FAILURES` failing candidates came before any success.
     """
     init = check_settings(space, settings)
+    engine = create_executor(executor)
 
     rng = random.Random(settings.seed)
     path = Path(checkpoint) if checkpoint is not None else None
@@ -597,35 +616,49 @@ def evolution_search(
     last_save = time.monotonic()
     with _progress_bar(progress, settings.iterations, state.next_iteration, space.name) as update:
         update(completed=state.next_iteration, best=state.best, pop=len(state.population))
-        for it in range(state.next_iteration, settings.iterations):
-            status, value = _one_iteration(space, fitness, settings, init, state, rng)
-            state.next_iteration = it + 1
-            state.history.append(
-                {
-                    "iteration": it,
-                    "best_score": state.best,
-                    "candidate_score": value if status == "ok" else None,
-                    "status": status,
-                    "population_size": len(state.population),
-                }
-            )
-            if (
-                status in ("invalid", "nan")
-                and state.evaluated == 0
-                and state.rejected["invalid"] + state.rejected["nan"] >= MAX_INITIAL_FAILURES
-            ):
-                save()
-                raise RuntimeError(
-                    f"the first {MAX_INITIAL_FAILURES} candidates all failed (mutation, size or "
-                    f"fitness raised or returned nan); last error: {state.last_error}"
+        it = state.next_iteration
+        while it < settings.iterations:
+            drawn = [
+                _draw(space, settings, init, state, rng) for _ in range(min(settings.batch, settings.iterations - it))
+            ]
+            to_score = [c for c, reason in drawn if reason is None]
+            scored = dict(engine.map(_fitness_of, to_score, shared={"fitness": fitness}))
+            k = 0
+            for candidate, reason in drawn:
+                if reason is None:
+                    status, value = _admit(settings, state, candidate, scored[k])
+                    k += 1
+                else:
+                    status, value = reason, None
+                state.history.append(
+                    {
+                        "iteration": it,
+                        "best_score": state.best,
+                        "candidate_score": value if status == "ok" else None,
+                        "status": status,
+                        "population_size": len(state.population),
+                    }
                 )
+                it += 1
+                if (
+                    status in ("invalid", "nan")
+                    and state.evaluated == 0
+                    and state.rejected["invalid"] + state.rejected["nan"] >= MAX_INITIAL_FAILURES
+                ):
+                    state.next_iteration = it
+                    save()
+                    raise RuntimeError(
+                        f"the first {MAX_INITIAL_FAILURES} candidates all failed (mutation, size or "
+                        f"fitness raised or returned nan); last error: {state.last_error}"
+                    )
+                update(completed=it, best=state.best, pop=len(state.population))
+                if on_iteration is not None:
+                    on_iteration(it - 1, math.nan if state.best is None else state.best)
+            state.next_iteration = it
             now = time.monotonic()
-            if status == "ok" or now - last_save >= CHECKPOINT_INTERVAL_S or it + 1 == settings.iterations:
+            if k or now - last_save >= CHECKPOINT_INTERVAL_S or it == settings.iterations:
                 save()
                 last_save = now
-            update(completed=it + 1, best=state.best, pop=len(state.population))
-            if on_iteration is not None:
-                on_iteration(it, math.nan if state.best is None else state.best)
 
     order = sorted(range(len(state.population)), key=lambda i: -state.population[i][1])
     return SearchResult(

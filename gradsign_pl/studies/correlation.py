@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from gradsign_pl.data.batches import load_batch
+from gradsign_pl.executors import Executor, create_executor
 from gradsign_pl.proxies import batch_fingerprint, get_proxy
 from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
 from gradsign_pl.scoring.agreement import rank_agreement
@@ -154,32 +155,66 @@ def score_archs(
     device: torch.device,
     progress: Callable[[int], None] | None = None,
     batch_for: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    executor: str | Executor | None = None,
 ) -> int:
     """Score every ``(arch, proxy)`` pair missing from ``cache``; return how many were computed.
 
     A failure (build error, exception in a proxy, non-finite score) is cached as ``nan`` with its reason and the
     study goes on. ``batch_for(index)``, when given, supplies each arch's own batch instead of ``inputs, targets``.
+    ``executor`` (default ``"local"``) runs the archs, e.g. one Ray task each (:mod:`gradsign_pl.executors`);
+    each result is cached the moment it arrives, so the scores do not depend on it and a rerun resumes.
     """
     for p in proxies:
         get_proxy(p)
-    inputs, targets = inputs.to(device), targets.to(device)
-    computed = 0
+    engine = create_executor(executor)
+    todo = []
     for index in indices:
         missing = [p for p in proxies if (index, p) not in cache]
         if missing:
-            x, y = (inputs, targets) if batch_for is None else (t.to(device) for t in batch_for(int(index)))
-            scored = score_model(
-                functools.partial(space.build, int(index), dataset), x, y, missing, seed=seed, device=device
-            )
-            for p in missing:
-                r = scored.results[p]
-                if p in scored.transient:  # out of memory: not a final result, scored again on the next run
-                    continue
-                cache.add(index, p, r.score, reason=scored.reasons.get(p), seconds=round(r.elapsed_s, 4))
-                computed += 1
+            todo.append((int(index), missing))
+        elif progress is not None:
+            progress(1)
+    shared = {
+        "space": space,
+        "dataset": dataset,
+        "inputs": inputs,
+        "targets": targets,
+        "batch_for": batch_for,
+        "seed": seed,
+        "device": device,
+    }
+    computed = 0
+    for i, results in engine.map(_score_arch, todo, shared=shared):
+        for p, (score, reason, seconds) in results.items():
+            cache.add(todo[i][0], p, score, reason=reason, seconds=seconds)
+            computed += 1
         if progress is not None:
             progress(1)
     return computed
+
+
+def _score_arch(
+    item: tuple[int, list[str]],
+    *,
+    space: SearchSpace,
+    dataset: str,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    batch_for: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None,
+    seed: int,
+    device: torch.device,
+) -> dict[str, tuple[float, str | None, float]]:
+    """One arch's missing proxies -> ``(score, reason, seconds)``; out-of-memory results are left out (not final)."""
+    index, missing = item
+    x, y = (inputs, targets) if batch_for is None else batch_for(index)
+    scored = score_model(
+        functools.partial(space.build, index, dataset), x.to(device), y.to(device), missing, seed=seed, device=device
+    )
+    return {
+        p: (scored.results[p].score, scored.reasons.get(p), round(scored.results[p].elapsed_s, 4))
+        for p in missing
+        if p not in scored.transient  # out of memory: scored again on the next run
+    }
 
 
 def run_correlation(
@@ -198,6 +233,7 @@ def run_correlation(
     progress: bool = True,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
     batch_per_arch: bool = False,
+    executor: str | Executor | None = None,
 ) -> CorrelationStudy:
     """Score ``n_archs`` archs sampled with ``seed`` (or the given ``indices``) and correlate with accuracy.
 
@@ -206,8 +242,11 @@ def run_correlation(
     settings resumes. ``batch_per_arch=True`` gives every arch its own ``batch_size`` images drawn from the whole
     image set with a seed derived from ``seed`` and the arch index (the protocol of NAS-Bench-Suite-Zero, which
     draws a fresh batch per arch); the default scores every arch on the same batch, as the GradSign paper does.
+    ``executor`` runs the archs (``"local"``, ``"ray"``, see :mod:`gradsign_pl.executors`); ``device`` is then
+    where each of its workers scores.
     """
     proxies = list(dict.fromkeys(proxies))
+    engine = create_executor(executor)
     for p in proxies:
         get_proxy(p)  # unknown names fail before any work, with suggestions
         if p == "ensemble":
@@ -236,9 +275,7 @@ def run_correlation(
     else:
         inputs, targets = batch if batch is not None else load_batch(dataset, batch_size, seed=seed, root=data_dir)
         batch_size = len(inputs)
-    torch_device = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
-    )
+    torch_device = torch.device(engine.device_type(device))
     meta = {
         "space": space.name,
         "dataset": dataset,
@@ -281,6 +318,7 @@ def run_correlation(
                 device=torch_device,
                 progress=lambda k: bar.advance(task, k),
                 batch_for=batch_for,
+                executor=engine,
             )
     else:
         score_archs(
@@ -294,6 +332,7 @@ def run_correlation(
             seed=seed,
             device=torch_device,
             batch_for=batch_for,
+            executor=engine,
         )
 
     accuracy = accuracy_all[np.asarray(indices, dtype=np.int64)]
