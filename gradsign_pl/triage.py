@@ -47,7 +47,7 @@ SIZE_KEYS = ("params", "flops")
 #: below this fraction of selected weights with any gradient, a GradSign score gets a warning
 LOW_SIGNAL = 0.05
 #: ordered by #params, adjacent candidates closer in size than this ratio are marked as tied: on the CIFAR-10
-#: triage benchmark #params ordered such pairs with Kendall tau 0.12 (docs/results/triage.md)
+#: triage benchmark #params ordered such pairs with Kendall tau 0.15 (docs/results/triage.md)
 SIZE_TIE_RATIO = 2.0
 
 
