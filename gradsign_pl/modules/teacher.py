@@ -135,9 +135,11 @@ def _weights_around_objects(path: Path, refused: list[str] | None) -> dict[str, 
 def _refusal_reason(exc: BaseException) -> str:
     """The line of a ``torch.load(weights_only=True)`` error that says what it refused, without torch's advice."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
+    for i, line in enumerate(lines):
         if "GLOBAL" in line or "WeightsUnpickler error:" in line:
             line = line.split("WeightsUnpickler error:", 1)[-1].strip()
+            if not line and i + 1 < len(lines):  # some torch versions put the reason on the next line
+                line = lines[i + 1]
             return line.split(". Please use", 1)[0].rstrip(".")
     return lines[-1] if lines else type(exc).__name__
 

@@ -247,3 +247,14 @@ def test_timm_and_lightning_forms_load_safely(tmp_path, form):
     assert loaded.state_dict().keys() == sd.keys()
     for k, v in sd.items():
         assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_a_payload_pickled_with_a_newer_protocol_is_refused_saying_why(tmp_path):
+    import pickle
+
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"state_dict": OpenPayload(marker)}, protocol=4))  # not torch.save's format
+    with pytest.raises(ValueError, match=r"refused it: Unsupported operand \d+; no weights"):
+        load_teacher(TEACHER, path, num_classes=3)
+    assert not marker.exists()
