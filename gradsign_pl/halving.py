@@ -33,7 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gradsign_pl.candidates import candidate
+from gradsign_pl.candidates import Candidate, candidate
+from gradsign_pl.executors import Executor, create_executor
 from gradsign_pl.fidelity import NEEDS_EVAL, Curve, FidelityRecorder, get_signal
 from gradsign_pl.scoring.cache import append_jsonl, iter_jsonl, settings_hash
 from gradsign_pl.training import TrainingRecipe, run_identity, train_candidate
@@ -216,11 +217,17 @@ class HalvingResult:
         return {n: out.get(n) for n in self.order0}
 
 
-def successive_halving(order0: Sequence[str], plan: RungPlan, signal_at: Callable[[str, int], float]) -> HalvingResult:
+def successive_halving(
+    order0: Sequence[str],
+    plan: RungPlan,
+    signal_at: Callable[[str, int], float],
+    prefetch: Callable[[list[str], int], None] | None = None,
+) -> HalvingResult:
     """Run the plan's rungs over ``order0`` (best first), asking ``signal_at(name, steps)`` (higher = better).
 
     ``signal_at`` is called rung by rung, in rung-0 order within a rung, for the candidates still in; a ``nan``
-    signal (a failed training) ranks below every number. Ties keep the rung-0 order.
+    signal (a failed training) ranks below every number. Ties keep the rung-0 order. ``prefetch(names, steps)``,
+    when given, is called at the start of each rung with the candidates in it, so their trainings can run at once.
     """
     alive = list(order0[: plan.counts[0]]) if plan.counts else []
     position = {n: i for i, n in enumerate(order0)}
@@ -228,6 +235,8 @@ def successive_halving(order0: Sequence[str], plan: RungPlan, signal_at: Callabl
     reached: dict[str, tuple[int, float]] = {}
     spent, before = 0, 0
     for k, steps in enumerate(plan.steps):
+        if prefetch is not None:
+            prefetch(list(alive), steps)
         values = {n: signal_at(n, steps) for n in alive}
         spent += len(alive) * (steps - before)
         before = steps
@@ -296,6 +305,7 @@ def halving(
     progress: bool = True,
     ranking: Ranking | None = None,
     log: Callable[[str], None] = print,
+    executor: str | Executor | None = None,
 ) -> HalvingResult:
     """Successive halving over ``candidates`` with real training (see the module docstring).
 
@@ -309,8 +319,13 @@ def halving(
         proxies, policy, max_params, max_flops, max_samples: rung 0 (:func:`gradsign_pl.rank`).
         train_survivors: train the survivors for the full schedule (and test them) after the last rung.
         ranking: a rung-0 ranking already made of these candidates (``gradsign-fit`` passes its own); default: rank.
+        executor: where rung 0 scores and each rung's trainings run (``"local"``: one after the other; ``"ray"``:
+            one Ray task per candidate and rung, see :mod:`gradsign_pl.executors`; ``out`` must then be on storage
+            every worker sees, since the rungs continue from the checkpoints there). Every finished rung is written
+            to ``rungs.jsonl`` as it arrives; the eliminations do not depend on the executor.
     """
-    signal_fn = get_signal(signal)
+    engine = create_executor(executor)
+    get_signal(signal)  # an unknown signal fails before any work
     if keep_after_rung0 is not None and (not isinstance(keep_after_rung0, int) or keep_after_rung0 < 1):
         raise ValueError(f"keep_after_rung0 must be a positive int or None, got {keep_after_rung0!r}")
     out = Path(out)
@@ -330,6 +345,7 @@ def halving(
             num_classes=dm.num_classes,
             max_samples=max_samples,
             progress=progress,
+            executor=engine,
         )
     order0 = [r.name for r in ranking if r.status == "ok"]
     if keep_after_rung0 is not None:
@@ -351,39 +367,27 @@ def halving(
     done = {(r["name"], r["steps"]): r for r in iter_jsonl(log_path, ("name", "steps", "key")) if r["key"] == key}
     eval_at = set(plan.steps) if signal in NEEDS_EVAL else set()
 
-    def signal_at(name: str, steps: int) -> float:
-        if (name, steps) in done:
-            return float(done[(name, steps)]["signal"] if done[(name, steps)]["signal"] is not None else math.nan)
-        recorder = FidelityRecorder(sorted(eval_at), signal=signal)
-        rec = train_candidate(
-            cands[name],
-            recipe,
-            out / "train",
-            stop_at=steps,
-            recorder=recorder,
-            test=False,
-            identity=run_identity(cands[name], recipe),
-        )
-        value = signal_fn(Curve.from_dict(rec["curve"]).cut(steps)) if rec.get("status") != "failed" else math.nan
-        row = {
-            "name": name,
-            "steps": steps,
-            "key": key,
-            "signal": value if math.isfinite(value) else None,
-            "status": rec.get("status"),
-            "error": rec.get("error"),
-            "seconds": rec.get("seconds"),
-        }
-        append_jsonl(log_path, row)
-        done[(name, steps)] = row
-        log(
-            f"  {name}: {signal} {value:.4g} after {steps} steps"
-            if math.isfinite(value)
-            else f"  {name}: failed after {steps} steps ({rec.get('error')})"
-        )
-        return value
+    def prefetch(names: list[str], steps: int) -> None:
+        todo = [(n, cands[n]) for n in names if (n, steps) not in done]
+        shared = {"recipe": recipe, "out": out, "steps": steps, "eval_at": sorted(eval_at), "signal": signal}
+        for _, row in engine.map(_train_rung, todo, shared=shared):
+            row["key"] = key
+            append_jsonl(log_path, row)  # written the moment it arrives: a kill loses only the rungs in flight
+            done[(row["name"], steps)] = row
+            value = math.nan if row["signal"] is None else float(row["signal"])
+            log(
+                f"  {row['name']}: {signal} {value:.4g} after {steps} steps"
+                if math.isfinite(value)
+                else f"  {row['name']}: failed after {steps} steps ({row.get('error')})"
+            )
 
-    result = successive_halving(order0, plan, signal_at)
+    def signal_at(name: str, steps: int) -> float:
+        if (name, steps) not in done:
+            prefetch([name], steps)
+        value = done[(name, steps)]["signal"]
+        return float(value) if value is not None else math.nan
+
+    result = successive_halving(order0, plan, signal_at, prefetch)
     result.ranking = ranking
     if train_survivors:
         for name in result.survivors:
@@ -393,6 +397,32 @@ def halving(
             )
     (out / "halving.json").write_text(json.dumps(_summary(result, signal), indent=2, default=str) + "\n")
     return result
+
+
+def _train_rung(
+    item: tuple[str, Candidate],
+    *,
+    recipe: TrainingRecipe,
+    out: Path,
+    steps: int,
+    eval_at: list[int],
+    signal: str,
+) -> dict[str, Any]:
+    """Train one candidate up to ``steps`` (continuing from its checkpoint) and measure ``signal`` (on a worker)."""
+    name, cand = item
+    recorder = FidelityRecorder(eval_at, signal=signal)
+    rec = train_candidate(
+        cand, recipe, out / "train", stop_at=steps, recorder=recorder, test=False, identity=run_identity(cand, recipe)
+    )
+    value = get_signal(signal)(Curve.from_dict(rec["curve"]).cut(steps)) if rec.get("status") != "failed" else math.nan
+    return {
+        "name": name,
+        "steps": steps,
+        "signal": value if math.isfinite(value) else None,
+        "status": rec.get("status"),
+        "error": rec.get("error"),
+        "seconds": rec.get("seconds"),
+    }
 
 
 def summary(result: HalvingResult, signal: str) -> dict[str, Any]:

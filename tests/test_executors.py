@@ -153,3 +153,22 @@ def test_evolution_batch_on_ray_matches_local(ray_cluster):
     remote = evolution_search(space, fitness, settings, progress=False, executor="ray")
     assert remote.population == local.population and remote.history == local.history
     assert local.evaluated >= 2 and all(math.isfinite(v) for _, v in local.population)
+
+
+@needs_ray
+def test_halving_rungs_on_ray_give_the_local_eliminations_and_signals(ray_cluster, tmp_path):
+    from gradsign_pl import halving
+    from tests.test_halving import CANDIDATES as TINY
+    from tests.test_halving import QUIET, _recipe
+
+    kwargs = {"eta": 2, "budget": 0.3, "final": 1, "signal": "sotl", "train_survivors": False, **QUIET}
+    local = halving(TINY, _recipe(tmp_path), tmp_path / "local", **kwargs)
+    remote = halving(TINY, _recipe(tmp_path), tmp_path / "ray", executor="ray", **kwargs)
+    assert remote.order == local.order and remote.survivors == local.survivors
+    assert [(r.name, r.rung, r.steps, r.signal, r.kept) for r in remote.rungs] == [
+        (r.name, r.rung, r.steps, r.signal, r.kept) for r in local.rungs
+    ]  # signals compared with ==: the rung trainings are bit-identical
+    # a local rerun of the Ray run's folder trains nothing again
+    rows = (tmp_path / "ray" / "rungs.jsonl").read_text().splitlines()
+    again = halving(TINY, _recipe(tmp_path), tmp_path / "ray", **kwargs)
+    assert again.order == local.order and (tmp_path / "ray" / "rungs.jsonl").read_text().splitlines() == rows

@@ -219,9 +219,9 @@ class GradSignFitCLI(LightningCLI):
             "--executor",
             type=str,
             default="local",
-            help="where candidates are scored and the search's batches run: 'local' (this process) or 'ray' (Ray "
-            "tasks on the cluster RAY_ADDRESS names, else a local Ray instance; pip install 'gradsign-pl[ray]'); "
-            "the results are the same under both",
+            help="where candidates are scored, the search's batches and the halving rungs run: 'local' (this "
+            "process) or 'ray' (Ray tasks on the cluster RAY_ADDRESS names, else a local Ray instance; pip install "
+            "'gradsign-pl[ray]'; run_dir on storage every worker sees); the results are the same under both",
         )
         parser.set_defaults(
             {
@@ -606,6 +606,7 @@ def _run_halving(
         keep_after_rung0=options.keep_after_rung0,
         ranking=ranking,
         train_survivors=False,
+        executor=plan.executor,
     )
     results, new = [], []
     for name in result.survivors:
