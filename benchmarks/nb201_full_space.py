@@ -120,6 +120,13 @@ def report(space, order: list[int], proxies: list[str], cache: ScoreCache, out: 
         secs = [s for s in secs if s is not None]
         row["seconds_per_arch"] = float(np.mean(secs)) if secs else math.nan
         rows.append(row)
+    sampled_page = ROOT / "docs" / "results" / "nb201.json"  # the sampled study: same protocol, same first 1000
+    sampled = {}
+    if sampled_page.is_file():
+        for c in json.loads(sampled_page.read_text())["datasets"][DATASET]["correlations"]:
+            sampled[c["name"]] = (c["spearman"], c["kendall"], c["n"])
+    for r in rows:
+        r["sampled_study"] = dict(zip(("rho", "tau", "n"), sampled.get(r["proxy"], (None, None, None))))
     per_arch = sum(r["seconds_per_arch"] for r in rows if math.isfinite(r["seconds_per_arch"]))
     remaining = len(order) - len(scored)
     complete = remaining == 0
@@ -155,15 +162,23 @@ def report(space, order: list[int], proxies: list[str], cache: ScoreCache, out: 
         "",
         status,
         "",
-        "| proxy | rho (scored) | tau (scored) | n | rho (first 1000) | tau (first 1000) | s / arch |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| proxy | rho (scored) | tau (scored) | n | rho (first 1000) | tau (first 1000) | n | sampled study rho / tau "
+        "(n) | s / arch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        s, k = r["scored"], r["first_1000"]
+        s, k, m = r["scored"], r["first_1000"], r["sampled_study"]
         lines.append(
-            f"| {r['proxy']} | {f(s['rho'])} | {f(s['tau'])} | {s['n']} | {f(k['rho'])} | {f(k['tau'])} | "
-            f"{r['seconds_per_arch']:.3f} |"
+            f"| {r['proxy']} | {f(s['rho'])} | {f(s['tau'])} | {s['n']} | {f(k['rho'])} | {f(k['tau'])} | {k['n']} | "
+            f"{f(m['rho'])} / {f(m['tau'])} ({m['n'] or '--'}) | {r['seconds_per_arch']:.3f} |"
         )
+    lines += [
+        "",
+        "The sampled study's column is docs/results/nb201.md's CIFAR-10 row, computed on the first 1000 archs of the "
+        "same permutation under the same protocol: once those 1000 are scored here, the first-1000 columns should "
+        "equal it (a check that the executor path scores as the study did; scores can differ in the last bits when the "
+        "torch thread count differs, docs/distributed.md).",
+    ]
     lines += [
         "",
         f"Cost: {per_arch:.2f} s per arch for these proxies together (mean of the recorded per-proxy times, one "
