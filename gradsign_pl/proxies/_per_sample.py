@@ -57,6 +57,11 @@ ENGINES = ("auto", "vmap", "loop")
 
 #: bytes of per-sample gradients one chunk may hold when ``chunk_size`` is not given.
 CHUNK_GRADIENT_BUDGET = 256 * 2**20
+#: bytes of activations (tensors saved for backward) one chunk may hold when ``chunk_size`` is not given: a vmap
+#: chunk keeps about 1.7x one sample's saved activations per sample (EfficientNet-B0 at 224 px, n = 32, 1 thread:
+#: 84 MB saved per sample; chunk 16 peaked at 5.4 GB in 28.7 s, chunk 4 at 1.5 GB in 9.3-10.0 s, one batched
+#: forward+backward at 3.0 GB; benchmarks/results/gradsign_speed_effnet.md).
+CHUNK_ACTIVATION_BUDGET = 384 * 2**20
 #: upper bound for the automatic chunk size: larger chunks were not measurably faster on CPU, and their
 #: activations would make peak memory grow with the batch (see docs/performance.md for the memory figures).
 MAX_AUTO_CHUNK = 16
@@ -234,11 +239,36 @@ def _fix_batch_statistics(module: nn.Module, bns: list, inputs: Tensor) -> Any:
 # ---------------------------------------------------------------------------------------------- engine
 
 
-def auto_chunk_size(model: nn.Module, names: list[str], n: int) -> int:
-    """Samples per vmap chunk so that one chunk's per-sample gradients stay within ``CHUNK_GRADIENT_BUDGET``."""
+def auto_chunk_size(model: nn.Module, names: list[str], n: int, activation_bytes: int = 0) -> int:
+    """Samples per vmap chunk so that one chunk's per-sample gradients stay within ``CHUNK_GRADIENT_BUDGET`` and
+    its activations (``activation_bytes`` per sample, see :func:`saved_activation_bytes`) within
+    ``CHUNK_ACTIVATION_BUDGET``; at most ``MAX_AUTO_CHUNK`` and ``n``, at least 1."""
     named = dict(model.named_parameters())
     nbytes = sum(named[k].numel() * named[k].element_size() for k in names)
-    return max(1, min(n, MAX_AUTO_CHUNK, CHUNK_GRADIENT_BUDGET // max(nbytes, 1)))
+    by_activations = CHUNK_ACTIVATION_BUDGET // activation_bytes if activation_bytes > 0 else n
+    return max(1, min(n, MAX_AUTO_CHUNK, CHUNK_GRADIENT_BUDGET // max(nbytes, 1), by_activations))
+
+
+def saved_activation_bytes(prepared: PreparedModel, x1: Tensor) -> int:
+    """Bytes of the tensors one sample's forward saves for backward (parameters excluded), in the prepared model.
+
+    One forward of ``x1`` (one sample, made to require grad so every op saves what its backward needs) under
+    ``torch.autograd.graph.saved_tensors_hooks``; the prepared model is a private copy, so nothing of the caller's
+    changes. Tensors saved twice (same storage) count once.
+    """
+    params = {p.data_ptr() for p in prepared.module.parameters()} | {b.data_ptr() for b in prepared.module.buffers()}
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        if t.device.type != "meta" and t.data_ptr() not in params:
+            seen[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
+        return t
+
+    x = x1.detach().clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = prepared.module(x)
+    del out, x
+    return sum(seen.values())
 
 
 class PerSampleGradients:

@@ -123,7 +123,8 @@ def gradsign(
         params: ``"weights"`` (Conv1d/2d/3d and Linear weights), ``"all"`` trainable parameters, or a predicate
             ``(name, parameter) -> bool``.
         bn_policy: ``"auto"``, ``"per_sample"`` or ``"batch"`` -- see :mod:`gradsign_pl.proxies._per_sample`.
-        chunk_size: samples per vectorised chunk; default: as many as fit a 256 MiB gradient budget, at most 16.
+        chunk_size: samples per vectorised chunk; default: as many as fit a 256 MiB gradient budget and a 384 MiB
+            activation budget (one sample's saved activations, measured), at most 16.
         engine: ``"auto"`` (vmap, loop if vmap cannot trace the model), ``"vmap"`` or ``"loop"``.
         strict: raise ``FloatingPointError`` on non-finite gradients instead of returning ``score=nan``.
 
@@ -134,9 +135,10 @@ def gradsign(
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     with ScoringContext(model, inputs, targets) as ctx:
         names = ps.select_parameters(model, params)
-        if chunk_size is None:
-            chunk_size = ps.auto_chunk_size(model, names, ctx.n)
         prepared = ps.prepare_model(model, ctx.inputs, bn_policy)
+        if chunk_size is None:
+            activations = ps.saved_activation_bytes(prepared, ctx.inputs[:1])
+            chunk_size = ps.auto_chunk_size(model, names, ctx.n, activations)
         check_output_and_loss(prepared.probe_output, ctx.targets, loss_fn)
         grads = ps.PerSampleGradients(
             prepared, names, ctx.inputs, ctx.targets, loss_fn, chunk_size=chunk_size, engine=engine

@@ -356,3 +356,29 @@ def test_per_sample_policy_impossible_names_layer_and_fix():
     x, y = batch(4, (3, 8, 8), 10)
     with pytest.raises(ValueError, match=r"'5'.*use bn_policy='batch'"):
         gradsign(model, x, y, bn_policy="per_sample")
+
+
+def test_the_automatic_chunk_size_budgets_activations_as_well_as_gradients():
+    from gradsign_pl.proxies import _per_sample as ps
+
+    def convnet():
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)
+        )
+
+    saved = {}
+    for hw in (16, 32):
+        x = torch.randn(4, 3, hw, hw)
+        saved[hw] = ps.saved_activation_bytes(ps.prepare_model(convnet(), x, "auto"), x[:1])
+        assert saved[hw] >= 8 * hw * hw * 4  # at least the ReLU output, float32; parameters are not counted
+    assert saved[32] == 4 * saved[16]  # activations scale with the pixels, the tiny parameters do not enter
+
+    model = convnet()
+    names = ps.select_parameters(model, "weights")
+    assert ps.auto_chunk_size(model, names, 64) == ps.MAX_AUTO_CHUNK  # tiny gradients, no activation figure
+    assert ps.auto_chunk_size(model, names, 64, ps.CHUNK_ACTIVATION_BUDGET // 3) == 3
+    assert ps.auto_chunk_size(model, names, 64, 10 * ps.CHUNK_ACTIVATION_BUDGET) == 1
+    x = torch.randn(6, 3, 8, 8)
+    y = torch.randint(0, 10, (6,))
+    assert gradsign(model, x, y).chunk_size == 6  # small activations: the batch fits in one chunk
