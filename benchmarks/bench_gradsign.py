@@ -20,6 +20,11 @@ Run from the repository root::
 
     python benchmarks/bench_gradsign.py            # full run -> benchmarks/results/gradsign_speed.{json,md}
     python benchmarks/bench_gradsign.py --quick    # smoke run -> benchmarks/results/gradsign_speed_quick.{json,md}
+    python benchmarks/bench_gradsign.py --zoo      # 11 timm models at 224 px, n=32 -> gradsign_speed_zoo.{json,md}
+    python benchmarks/bench_gradsign.py --device cuda [--zoo]   # the same on a GPU -> ..._cuda.{json,md}
+
+``--device cuda`` runs every method on the GPU and records CUDA peak memory; it has not been run yet (no GPU
+machine was available to the sessions that wrote this script).
 """
 
 from __future__ import annotations
@@ -59,7 +64,25 @@ def make_config(model: str, px: int, n: int, methods: tuple[str, ...] = METHODS)
     return {"name": f"{model}-{px}px-n{n}", "model": model, "px": px, "n": n, "methods": list(methods)}
 
 
-def configurations(quick: bool) -> list[dict[str, Any]]:
+#: the 224 px zoo of real models (n = 32): speed against the authors' loop, memory against one batched step
+ZOO = (
+    "resnet18",
+    "resnet50",
+    "efficientnet_b0",
+    "vit_tiny_patch16_224",
+    "mobilenetv3_small_100",
+    "convnext_atto",
+    "regnetx_002",
+    "densenet121",
+    "ghostnet_100",
+    "lcnet_050",
+    "rexnet_100",
+)
+
+
+def configurations(quick: bool, zoo: bool = False) -> list[dict[str, Any]]:
+    if zoo:
+        return [make_config(name, 224, 32) for name in ZOO]
     if quick:
         return [make_config("nb201", 32, 16), make_config("nb201", 32, 64), make_config("resnet18", 64, 32)]
     configs = [make_config("nb201", 32, n) for n in (16, 64, 128)]
@@ -158,7 +181,8 @@ def sync(device: torch.device) -> None:
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Build model and batch, run one method ``warmup`` + ``repeats`` times; time and peak memory."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    wanted = spec.get("device", "auto")
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if wanted == "auto" else wanted)
     model, x, y = build(spec["model"], spec["px"], spec["n"], device)
     run = RUNNERS[spec["method"]]
     sync(device)
@@ -306,6 +330,27 @@ def targets(configs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
             f"engine {fmt_x(me)} (official loop {fmt_x(ml)})",
         )
     )
+    zoo = [f"{name}-224px-n32" for name in ZOO]
+    speed = {z: ratio(get(z, "official_loop", "median_s"), get(z, "engine", "median_s")) for z in zoo}
+    speed = {z: v for z, v in speed.items() if v is not None}
+    slow = [f"{z.split('-')[0]} {v:.2f}x" for z, v in speed.items() if v < 1]
+    out.append(
+        (
+            f"(e) 224 px zoo, n=32 ({len(speed)} of {len(ZOO)} models measured): engine never slower than the loop",
+            verdict(None if not speed else not slow),
+            f"slowest {min(speed.values()):.2f}x; slower than the loop: {', '.join(slow) or 'none'}" if speed else "",
+        )
+    )
+    mem = {z: ratio(get(z, "engine", "peak_mb"), get(z, "batched", "peak_mb")) for z in zoo}
+    mem = {z: v for z, v in mem.items() if v is not None}
+    heavy = [f"{z.split('-')[0]} {v:.2f}x" for z, v in mem.items() if v > 2]
+    out.append(
+        (
+            f"(f) 224 px zoo, n=32 ({len(mem)} of {len(ZOO)} models measured): engine peak <= 2x batched fwd+bwd",
+            verdict(None if not mem else not heavy),
+            f"largest {max(mem.values()):.2f}x; over 2x: {', '.join(heavy) or 'none'}" if mem else "",
+        )
+    )
     pk = get("resnet50-224px-n64", "engine", "peak_mb")
     out.append(
         (
@@ -383,6 +428,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing (default 1)")
     parser.add_argument("--only", default=None, metavar="SUBSTRING", help="run configurations whose name contains it")
     parser.add_argument("--out", default=None, metavar="PREFIX", help="output prefix for .json and .md")
+    parser.add_argument("--zoo", action="store_true", help=f"the 224 px, n=32 zoo of {len(ZOO)} real models")
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (auto: CUDA when present)"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
@@ -393,8 +442,12 @@ def main() -> None:
     warmup = args.warmup
     if repeats < 1 or warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
-    prefix = Path(args.out or f"benchmarks/results/gradsign_speed{'_quick' if args.quick else ''}")
-    configs = [c for c in configurations(args.quick) if args.only is None or args.only in c["name"]]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible here; run it on a GPU machine (or --device cpu)")
+    suffix = "_zoo" if args.zoo else "_quick" if args.quick else ""
+    suffix += "_cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else ""
+    prefix = Path(args.out or f"benchmarks/results/gradsign_speed{suffix}")
+    configs = [c for c in configurations(args.quick, args.zoo) if args.only is None or args.only in c["name"]]
     if not configs:
         parser.error(f"no configuration name contains {args.only!r}")
     info = machine_info(sys.argv)
@@ -417,6 +470,7 @@ def main() -> None:
                 "method": method,
                 "warmup": warmup,
                 "repeats": repeats,
+                "device": args.device,
             }
             res = launch(spec)
             cfg["results"][method] = res
