@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -77,30 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_archs is not None:
             todo = todo[: args.max_archs]
         print(f"{len(order) - len(todo)} of {len(order)} archs cached; scoring {len(todo)} with {engine!r}")
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
         t0 = time.perf_counter()
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            disable=not sys.stderr.isatty(),
-        ) as bar:
-            task = bar.add_task("nb201/cifar10 whole space", total=len(todo))
-            done = [0]
+        done = [0]
 
-            def advance(k: int) -> None:
-                bar.advance(task, k)
-                done[0] += k
-                if not sys.stderr.isatty() and done[0] % 100 == 0:
-                    print(f"  {done[0]}/{len(todo)} in {time.perf_counter() - t0:.0f} s", flush=True)
+        def advance(k: int) -> None:  # one line per 100 archs: the run is meant for the background and a log file
+            done[0] += k
+            if done[0] % 100 == 0 or done[0] == len(todo):
+                print(f"  {done[0]}/{len(todo)} in {time.perf_counter() - t0:.0f} s", flush=True)
 
-            score_archs(
-                space, todo, args.proxies, x, y, cache, dataset=DATASET, seed=SEED, device=device,
-                progress=advance, executor=engine,
-            )  # fmt: skip
+        score_archs(
+            space, todo, args.proxies, x, y, cache, dataset=DATASET, seed=SEED, device=device,
+            progress=advance, executor=engine,
+        )  # fmt: skip
     report(space, order, args.proxies, ScoreCache.read(out), out if args.quick else ROOT / "docs" / "results")
     return 0
 

@@ -462,6 +462,13 @@ class _Computed:
     seconds: float = 0.0
 
 
+def _active_fraction(r: Any) -> float | None:
+    """Fraction of GradSign's selected weights with a non-zero gradient (``None`` for other proxies or a failure)."""
+    if isinstance(r, GradSignResult) and r.is_finite and r.n_params:
+        return r.n_active_params / r.n_params
+    return None
+
+
 def _record_score(record: Mapping[str, Any]) -> float:
     return math.nan if record["score"] is None else float(record["score"])
 
@@ -547,11 +554,8 @@ def _fold(
                 r = result.results[p]
                 if p in result.transient:  # out of memory is not a final result
                     continue
-                extra = (
-                    {"signal": r.n_active_params / r.n_params}
-                    if p == "gradsign" and isinstance(r, GradSignResult) and r.is_finite and r.n_params
-                    else {}
-                )
+                active = _active_fraction(r)
+                extra = {"signal": active} if active is not None else {}
                 store.add(work.key, f"{p}@seed{seed}", r.score, reason=result.reasons.get(p), **extra)
     if computed is not None and computed.stop is not None:
         status, why = computed.stop
@@ -568,11 +572,7 @@ def _fold(
             if fresh is not None and p in work.missing[seed]:
                 r = fresh.results[p]
                 score, reason = r.score, fresh.reasons.get(p)
-                active = (
-                    r.n_active_params / r.n_params
-                    if p == "gradsign" and isinstance(r, GradSignResult) and r.is_finite and r.n_params
-                    else None
-                )
+                active = _active_fraction(r)
             else:
                 record = work.cached[(seed, p)]
                 score, reason, active = _record_score(record), record.get("reason"), record.get("signal")
