@@ -71,18 +71,19 @@ class SignCounter:
         The chunk's tensors are consumed (signs are taken in place).
         """
         for k, g in grads.items():
-            lo, hi = torch.aminmax(g, dim=0)  # one pass: activity and finiteness (nan/inf propagate)
-            if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+            # one contiguous pass detects nan/inf (they propagate into the sum; a finite overflow only costs the
+            # exact check below, which then finds nothing to mask)
+            if not bool(torch.isfinite(g.sum())):
                 bad = ~torch.isfinite(g)
-                self.nonfinite_samples.update((start + bad.flatten(1).any(1).nonzero().flatten()).tolist())
-                self.nonfinite_params[k] = self.nonfinite_params.get(k, 0) + int(bad.any(0).sum())
-                g = torch.where(bad, torch.zeros_like(g), g)
-                lo, hi = torch.aminmax(g, dim=0)
-            self.active[k] |= (lo != 0) | (hi != 0)
+                if bool(bad.any()):
+                    self.nonfinite_samples.update((start + bad.flatten(1).any(1).nonzero().flatten()).tolist())
+                    self.nonfinite_params[k] = self.nonfinite_params.get(k, 0) + int(bad.any(0).sum())
+                    g = torch.where(bad, torch.zeros_like(g), g)
             # a chunk sum of +-1/0 is exact in float32 (and in bf16/fp16 up to 256 samples, widened below)
             acc = None if g.dtype in (torch.float32, torch.float64) else torch.float32
             signs = g.sign_() if g.is_contiguous() else g.sign()  # vmap may return expanded zeros
             self.counts[k] += signs.sum(0, dtype=acc).to(torch.int32)
+            self.active[k] |= signs.abs_().amax(0) > 0  # some sample's gradient is non-zero
 
     def nonfinite_reason(self) -> str | None:
         if not self.nonfinite_samples:
