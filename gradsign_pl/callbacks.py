@@ -128,10 +128,9 @@ class GradSignCallback(Callback):
         if len(set(self.proxies)) != len(self.proxies):
             raise ValueError(f"proxies lists a name twice: {list(self.proxies)}")
         for name in self.proxies:
-            get_proxy(name)  # KeyError naming the closest registered proxies
-            if name == "ensemble":
+            if get_proxy(name).set_level:  # (an unknown name: KeyError naming the closest registered proxies)
                 raise ValueError(
-                    "'ensemble' ranks a set of candidate models and cannot score one model; list its components "
+                    f"{name!r} ranks a set of candidate models and cannot score one model; list its components "
                     "instead (e.g. proxies=('gradsign', 'synflow'))"
                 )
         if max_samples is not None and (

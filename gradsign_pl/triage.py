@@ -321,9 +321,8 @@ def rank(
     if not len(candidates):
         raise ValueError("no candidates to rank: pass at least one model spec, e.g. ['timm:resnet18']")
     for p in proxies:
-        if p == "ensemble":
-            raise ValueError("'ensemble' combines other proxies: list them and pass order_by='ensemble'")
-        get_proxy(p)
+        if get_proxy(p).set_level:
+            raise ValueError(f"{p!r} combines other proxies: list them and pass order_by='ensemble'")
     order_by_given = order_by is not None
     order_by = order_by or proxies[0]
     if order_by not in (*proxies, "ensemble"):

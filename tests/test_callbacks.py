@@ -480,8 +480,10 @@ def test_a_reused_instance_scores_a_new_module_but_not_the_same_one_twice(tmp_pa
 def test_arguments_are_checked_when_the_callback_is_built():
     with pytest.raises(KeyError, match="did you mean 'gradsign'"):
         GradSignCallback(("gradsing",))
-    with pytest.raises(ValueError, match="ensemble"):
+    with pytest.raises(ValueError, match="'ensemble' ranks a set"):
         GradSignCallback(("ensemble",))
+    with pytest.raises(ValueError, match="'az_nas' ranks a set"):
+        GradSignCallback(("gradsign", "az_nas"))
     with pytest.raises(ValueError, match="empty"):
         GradSignCallback(())
     with pytest.raises(ValueError, match="stop_below names proxies that are not scored"):

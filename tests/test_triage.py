@@ -153,6 +153,8 @@ def test_bad_requests(batch):
         rank({"a": tiny(4)}, batch, ["gradsign"], order_by="snip", num_classes=5)
     with pytest.raises(ValueError, match="list them and pass order_by='ensemble'"):
         rank({"a": tiny(4)}, batch, ["ensemble"], num_classes=5)
+    with pytest.raises(ValueError, match="'az_nas' combines other proxies"):
+        rank({"a": tiny(4)}, batch, ["params", "az_nas"], num_classes=5)
     with pytest.raises(ValueError, match="pass num_classes"):
         rank({"a": tiny(4)}, batch, ["gradsign"])
     with pytest.raises(ValueError, match="unique"):

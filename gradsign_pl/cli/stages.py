@@ -76,9 +76,10 @@ class SearchOptions:
 
         if self.space not in list_spaces():
             raise ValueError(f"search.space {self.space!r} is not a registered space; registered: {list_spaces()}")
-        get_proxy(self.proxy)
-        if self.proxy == "ensemble":
-            raise ValueError("search.proxy: 'ensemble' ranks a set of models; pick a single proxy such as 'gradsign'")
+        if get_proxy(self.proxy).set_level:
+            raise ValueError(
+                f"search.proxy: {self.proxy!r} ranks a set of models; pick a single proxy such as 'gradsign'"
+            )
         for name in ("iterations", "population_size", "top_k", "max_samples", "batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -1,7 +1,21 @@
 """Zero-cost proxies, registered by name (see :func:`list_proxies`)."""
 
 # importing a proxy module registers it
-from gradsign_pl.proxies import ensemble, fisher, grad_norm, grasp, jacov, naswot, size, snip, synflow, zen  # noqa: F401
+from gradsign_pl.proxies import (  # noqa: F401
+    az_nas,
+    ensemble,
+    fisher,
+    grad_norm,
+    grasp,
+    jacov,
+    meco,
+    naswot,
+    size,
+    snip,
+    synflow,
+    zen,
+    zico,
+)
 from gradsign_pl.proxies._common import batch_fingerprint, is_out_of_memory, private_copy
 from gradsign_pl.proxies._registry import (
     ProxyInfo,
@@ -11,6 +25,7 @@ from gradsign_pl.proxies._registry import (
     proxy_options,
     register_proxy,
     score,
+    set_level_proxies,
 )
 from gradsign_pl.proxies._result import ProxyResult
 from gradsign_pl.proxies.gradsign import GradSignResult, gradsign
@@ -29,4 +44,5 @@ __all__ = [
     "proxy_options",
     "register_proxy",
     "score",
+    "set_level_proxies",
 ]

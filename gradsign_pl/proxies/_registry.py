@@ -29,24 +29,27 @@ class ProxyInfo:
         fn: ``fn(model, inputs, targets, **options) -> ProxyResult``.
         per_sample: whether it needs per-sample gradients (uses the shared engine).
         doc: first line of the function's docstring.
+        set_level: whether it ranks a *set* of models (``fn(models, inputs, targets, ...)`` returns one result per
+            model, e.g. ``ensemble``, ``az_nas``) rather than scoring one.
     """
 
     name: str
     fn: ProxyFn
     per_sample: bool = False
     doc: str = ""
+    set_level: bool = False
 
 
 _PROXIES: Registry[ProxyInfo] = Registry("proxy")
 
 
-def register_proxy(name: str, *, per_sample: bool = False) -> Callable[[_F], _F]:
-    """Decorator: register ``fn`` under ``name`` (a name can be registered once)."""
+def register_proxy(name: str, *, per_sample: bool = False, set_level: bool = False) -> Callable[[_F], _F]:
+    """Decorator: register ``fn`` under ``name`` (a name can be registered once); see :class:`ProxyInfo`."""
 
     def decorate(fn: _F) -> _F:
         origin = f" ({_PROXIES[name].fn.__module__})" if name in _PROXIES else ""
         doc = (fn.__doc__ or "").strip().splitlines()
-        _PROXIES.add(name, ProxyInfo(name, fn, per_sample, doc[0] if doc else ""), origin=origin)
+        _PROXIES.add(name, ProxyInfo(name, fn, per_sample, doc[0] if doc else "", set_level), origin=origin)
         return fn
 
     return decorate
@@ -109,9 +112,15 @@ def _literal_choices(hint: Any) -> tuple[Any, ...]:
     return ()
 
 
+def set_level_proxies() -> list[str]:
+    """Names of the registered proxies that rank a set of models (``ensemble``, ``az_nas``), not one."""
+    return [n for n in _PROXIES.names("*") if _PROXIES.lookup(n).set_level]
+
+
 def score(name: str, model: nn.Module, inputs: Tensor, targets: Tensor, **options: Any) -> ProxyResult:
     """Score ``model`` on one mini-batch with the proxy registered as ``name``.
 
-    ``ensemble`` is the exception: it ranks a set, so it takes a list of models and returns a list of results.
+    Set-level proxies (:func:`set_level_proxies`: ``ensemble``, ``az_nas``) are the exception: they rank a set, so
+    they take a list of models and return a list of results.
     """
     return get_proxy(name).fn(model, inputs, targets, **options)

@@ -60,7 +60,7 @@ def rank_ensemble(scores: Mapping[str, Sequence[float] | np.ndarray], method: st
     return np.log(rank_matrix / m).sum(axis=0)
 
 
-@register_proxy("ensemble")
+@register_proxy("ensemble", set_level=True)
 def ensemble(
     models: Sequence[nn.Module],
     inputs: Tensor,

@@ -121,10 +121,9 @@ def score_model(
     """
     t0 = time.perf_counter()
     proxies = list(proxies)
-    if "ensemble" in proxies:
-        raise ValueError("'ensemble' ranks a set of models and cannot score one; list its component proxies")
     for p in proxies:
-        get_proxy(p)
+        if get_proxy(p).set_level:
+            raise ValueError(f"{p!r} ranks a set of models and cannot score one; list its component proxies")
     options = {p: {**policy.options_for(p), **dict((options or {}).get(p, {}))} for p in proxies}
     try:
         net = _prepare(model, policy, seed)

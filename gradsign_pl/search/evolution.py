@@ -328,8 +328,8 @@ def proxy_fitness(
     from gradsign_pl.scoring.core import score_model
 
     get_proxy(proxy)  # an unknown name fails now, listing the registered ones
-    if proxy == "ensemble":
-        raise ValueError("the 'ensemble' proxy ranks a set of models; pick a single proxy such as 'gradsign'")
+    if get_proxy(proxy).set_level:
+        raise ValueError(f"the {proxy!r} proxy ranks a set of models; pick a single proxy such as 'gradsign'")
     check_options(proxy, options, where="fitness")
     dev = torch.device(device) if device is not None else x.device
     x = x.to(dev)

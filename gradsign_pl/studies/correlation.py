@@ -248,9 +248,11 @@ def run_correlation(
     proxies = list(dict.fromkeys(proxies))
     engine = create_executor(executor)
     for p in proxies:
-        get_proxy(p)  # unknown names fail before any work, with suggestions
-        if p == "ensemble":
-            raise ValueError("'ensemble' is built from other proxies: list it under ensembles, e.g. 'gradsign+synflow'")
+        if get_proxy(p).set_level:  # unknown names fail before any work, with suggestions
+            raise ValueError(
+                f"{p!r} is built from other proxies: list it under ensembles, e.g. 'gradsign+synflow' "
+                "(AZ-NAS: 'log_rank:az_expressivity+az_progressivity+az_trainability+az_complexity')"
+            )
     parsed = [parse_ensemble(e) for e in ensembles]
     for _, parts in parsed:
         unknown = [p for p in parts if p not in proxies]

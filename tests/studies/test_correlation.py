@@ -165,3 +165,5 @@ def test_study_rejects_bad_requests(tmp_path):
         )
     with pytest.raises(ValueError, match="list it under ensembles"):
         run_correlation(ToySpace(), "d", proxies=["ensemble"], out=tmp_path, batch=batch, progress=False)
+    with pytest.raises(ValueError, match="AZ-NAS: 'log_rank:az_expressivity"):
+        run_correlation(ToySpace(), "d", proxies=["az_nas"], out=tmp_path, batch=batch, progress=False)

@@ -1,0 +1,213 @@
+"""ZiCo, MeCo and AZ-NAS on NAS-Bench-201 against their authors' published correlations, beside our best ensemble.
+
+Scores the first ``--n-cifar10`` archs of the seed-42 sample on CIFAR-10 and the first ``--n-others`` on CIFAR-100
+and ImageNet16-120 with ``zico``, ``meco``, the four AZ-NAS proxies, and ``gradsign`` + ``jacov`` (the parts of our
+best ensemble), under the protocol of ``nb201_correlation.py`` (one real batch of 64 drawn with seed 42, every
+network built under seed 42), through the same resumable caches (``runs/correlate/nb201-<dataset>-b64-s42``), so
+the archs are the same as that study's and a rerun resumes. Then, per dataset and on the same archs:
+
+* Spearman rho / Kendall tau of each proxy against test accuracy, beside what its authors publish;
+* AZ-NAS (the log-rank sum of its four proxies) beside our best NB-201 ensemble, log-rank gradsign + jacov;
+* every 2-3 proxy log-rank / mean-rank ensemble of these proxies, selected on CIFAR-10 and reported on the others;
+* mean scoring seconds per arch of each proxy (from the cache, single-thread CPU).
+
+Writes ``docs/results/nb201_newer.md`` and ``.json`` (``--quick``: 30 / 15 archs, report under
+``runs/nb201_newer_quick`` only).
+
+    python benchmarks/nb201_newer_proxies.py [--quick] [--n-cifar10 N] [--n-others N] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gradsign_pl.proxies.az_nas import COMPONENTS as AZ_COMPONENTS
+from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
+from gradsign_pl.scoring.agreement import rank_agreement
+from gradsign_pl.spaces import create_space
+from gradsign_pl.studies.correlation import run_correlation
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ("cifar10", "cifar100", "imagenet16")
+NEWER = ("zico", "meco", *AZ_COMPONENTS)
+PROXIES = (*NEWER, "gradsign", "jacov")
+AZ_NAS = "log_rank:" + "+".join(AZ_COMPONENTS)
+OURS = "log_rank:gradsign+jacov"
+
+#: What the authors publish on NB-201 (all 15625 archs, 200-epoch test accuracy): {proxy: {dataset: (rho, tau)}}.
+#: ZiCo: its paper's Table 1 (Li et al., ICLR 2023). MeCo: its paper (Jiang et al., NeurIPS 2023), Spearman only.
+#: AZ-NAS and its components: the AZ-NAS paper's Tables 1 and 4 (Lee & Ham, CVPR 2024), Kendall only except for
+#: AZ-NAS itself; the CIFAR-10 AZ-NAS values are also the output stored in the authors' NB201 notebook
+#: (tau 0.7409, rho 0.9127). The AZ-NAS paper also lists ZiCo at tau 0.589 / 0.590 / 0.584 (its own run).
+PUBLISHED: dict[str, dict[str, tuple[float | None, float | None]]] = {
+    "zico": {"cifar10": (0.80, 0.61), "cifar100": (0.81, 0.61), "imagenet16": (0.79, 0.60)},
+    "meco": {"cifar10": (0.894, None), "cifar100": (0.883, None), "imagenet16": (0.845, None)},
+    "az_expressivity": {"cifar10": (None, 0.569), "cifar100": (None, 0.563), "imagenet16": (None, 0.506)},
+    "az_progressivity": {"cifar10": (None, 0.521), "cifar100": (None, 0.508), "imagenet16": (None, 0.489)},
+    "az_trainability": {"cifar10": (None, 0.349), "cifar100": (None, 0.353), "imagenet16": (None, 0.407)},
+    "az_complexity": {"cifar10": (None, 0.578), "cifar100": (None, 0.551), "imagenet16": (None, 0.517)},
+    AZ_NAS: {"cifar10": (0.913, 0.741), "cifar100": (0.900, 0.723), "imagenet16": (0.886, 0.710)},
+}
+TOLERANCE = 0.03
+
+
+def fmt(x: float | None) -> str:
+    return "--" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def combos(scores: dict[str, np.ndarray], accuracy: np.ndarray) -> list[tuple[float, float, str]]:
+    """Every 2-3 proxy ensemble x method, as (rho, tau, name), best rho first."""
+    found = []
+    for k in (2, 3):
+        for parts in itertools.combinations(sorted(scores), k):
+            for method in METHODS:
+                rho, tau, _ = rank_agreement(rank_ensemble({p: scores[p] for p in parts}, method), accuracy)
+                found.append((rho, tau, f"{method}:{'+'.join(parts)}"))
+    found.sort(key=lambda t: -t[0])
+    return found
+
+
+def agreement_of(study, name: str) -> tuple[float, float, int]:
+    if name in study.scores:
+        return rank_agreement(study.scores[name], study.accuracy)
+    method, parts = name.split(":")
+    return rank_agreement(rank_ensemble({p: study.scores[p] for p in parts.split("+")}, method), study.accuracy)
+
+
+def verdict(ours: tuple[float, float, int], published: tuple[float | None, float | None]) -> str:
+    """Conformance against what is published: rho where they give it, else tau."""
+    rho, tau, _ = ours
+    i, mine = (0, rho) if published[0] is not None else (1, tau)
+    theirs = published[i]
+    if theirs is None:
+        return "--"
+    gap = mine - theirs
+    what = "rho" if i == 0 else "tau"
+    return f"{'within' if abs(gap) <= TOLERANCE else 'OFF'} ({what} {gap:+.3f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="30 CIFAR-10 archs, 15 for the others; no docs written")
+    parser.add_argument("--n-cifar10", type=int, default=1000)
+    parser.add_argument("--n-others", type=int, default=500)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--data-dir", default=None, help="data directory (default $GRADSIGN_DATA or ../shared/data)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the cost column assumes 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    n = (
+        {"cifar10": 30, "cifar100": 15, "imagenet16": 15}
+        if args.quick
+        else {"cifar10": args.n_cifar10, "cifar100": args.n_others, "imagenet16": args.n_others}
+    )
+    docs = ROOT / "runs" / "nb201_newer_quick" if args.quick else ROOT / "docs" / "results"
+    docs.mkdir(parents=True, exist_ok=True)
+    space = create_space("nb201", table=args.data_dir)
+
+    studies = {}
+    for ds in args.datasets:
+        studies[ds] = run_correlation(
+            space,
+            ds,
+            proxies=PROXIES,
+            n_archs=n[ds],
+            out=ROOT / "runs" / "correlate" / f"nb201-{ds}-b64-s42",
+            data_dir=args.data_dir,
+        )
+    if set(studies) != set(DATASETS):
+        print(f"scored {sorted(studies)}; the report needs all three datasets")
+        return 0
+
+    rows = {ds: {name: agreement_of(st, name) for name in (*PROXIES, AZ_NAS, OURS)} for ds, st in studies.items()}
+    seconds = {
+        p: float(np.nanmean([c.seconds_per_arch for c in studies["cifar10"].correlations if c.name == p]))
+        for p in PROXIES
+    }
+    c10 = studies["cifar10"]
+    searched = combos({p: c10.scores[p] for p in PROXIES}, c10.accuracy)
+    best = searched[0][2]
+    rows_best = {ds: agreement_of(st, best) for ds, st in studies.items()}
+    report = {
+        "command": "python benchmarks/nb201_newer_proxies.py" + (" --quick" if args.quick else ""),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "torch_threads": args.threads,
+            "torch": torch.__version__,
+        },
+        "n_archs": {ds: len(st.indices) for ds, st in studies.items()},
+        "failures": {ds: len(st.failures) for ds, st in studies.items()},
+        "correlations": {
+            ds: {k: {"spearman": v[0], "kendall": v[1], "n": v[2]} for k, v in r.items()} for ds, r in rows.items()
+        },
+        "published": {
+            k: {ds: {"spearman": v[0], "kendall": v[1]} for ds, v in d.items()} for k, d in PUBLISHED.items()
+        },
+        "seconds_per_arch": seconds,
+        "searched_top10_cifar10": [{"name": nm, "spearman": r, "kendall": t} for r, t, nm in searched[:10]],
+        "best_searched": {"name": best, **{ds: {"spearman": v[0], "kendall": v[1]} for ds, v in rows_best.items()}},
+    }
+    (docs / "nb201_newer.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    (docs / "nb201_newer.md").write_text(markdown(report, rows, rows_best, best, searched, seconds, n))
+    print((docs / "nb201_newer.md").read_text())
+    return 0
+
+
+def markdown(report, rows, rows_best, best, searched, seconds, n) -> str:
+    best_text = "; ".join(f"{ds} {fmt(v[0])} / {fmt(v[1])}" for ds, v in rows_best.items())
+    label = {AZ_NAS: "AZ-NAS (log-rank of its four)", OURS: "ours: log-rank gradsign + jacov"}
+    out = [
+        "# ZiCo, MeCo and AZ-NAS on NAS-Bench-201, against their authors' numbers",
+        "",
+        f"Reproduce: `{report['command']}` (resumable; it shares the score caches of `nb201_correlation.py`).",
+        "",
+        f"Archs: the first {n['cifar10']} (CIFAR-10) and {n['cifar100']} (CIFAR-100, ImageNet16-120) of the seed-42 "
+        "sample of the 15625 NB-201 cells, the same archs as [nb201.md](nb201.md); each scored on one real batch of "
+        "64 training images (seed 42) at the network's own seeded PyTorch initialisation; ground truth: 200-epoch "
+        "test accuracy (mean over seeds). ImageNet16-120 images are an approximation (120 real photos, see the data "
+        "README). The authors score all 15625 archs; AZ-NAS feeds Gaussian noise and re-initialises every network "
+        "(Kaiming normal), ZiCo takes two mini-batches of 64, MeCo one sample: see the notes below.",
+        "",
+        "Each cell: Spearman rho / Kendall tau (ours), then the published value(s), then whether ours is within "
+        f"{TOLERANCE} of it (rho where published, else tau).",
+        "",
+        "| proxy | " + " | ".join(("CIFAR-10", "CIFAR-100", "ImageNet16-120")) + " | s / arch |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in (*PROXIES, AZ_NAS, OURS):
+        cells = []
+        for ds in DATASETS:
+            rho, tau, _ = rows[ds][name]
+            pub = PUBLISHED.get(name, {}).get(ds)
+            text = f"{fmt(rho)} / {fmt(tau)}"
+            if pub:
+                text += f" (pub. {fmt(pub[0])} / {fmt(pub[1])}; {verdict(rows[ds][name], pub)})"
+            cells.append(text)
+        cost = fmt(seconds.get(name)) if name in seconds else "--"
+        out.append(f"| {label.get(name, name)} | " + " | ".join(cells) + f" | {cost} |")
+    out += [
+        "",
+        "## Ensembles",
+        "",
+        f"Every 2-3 proxy ensemble of the {len(PROXIES)} proxies above (log-rank and mean-rank), selected by "
+        f"CIFAR-10 rho: the best is `{best}`, {best_text} "
+        "(CIFAR-100 and ImageNet16-120 were not used to select it). Top 10 on CIFAR-10:",
+        "",
+        "| ensemble | rho | tau |",
+        "| --- | --- | --- |",
+        *[f"| `{nm}` | {fmt(r)} | {fmt(t)} |" for r, t, nm in searched[:10]],
+        "",
+    ]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
