@@ -67,7 +67,7 @@ def _with_resolution(spec: Any, res: int) -> Any:
     return spec
 
 
-def _builder(name: str, spec: Any, res: int):
+def builder(name: str, spec: Any, res: int):
     """A builder of the candidate at ``res`` px (score_model calls it under the seed and applies the init policy)."""
     cand = candidate(_with_resolution(spec, res), name=name)
     return lambda: cand.build(num_classes=10, in_chans=3, input_size=(res, res))
@@ -102,7 +102,7 @@ def score_grid(
     store = ScoreCache(cache_dir, meta)
     for name, (_, spec) in models.items():
         if (name, "params") not in store:
-            sizes = score_model(_builder(name, spec, 32), *batches[0], ["params", "flops"])
+            sizes = score_model(builder(name, spec, 32), *batches[0], ["params", "flops"])
             for size in ("params", "flops"):
                 store.add(name, size, sizes.scores[size])
     todo = [j for j in _jobs(models) if j[0] in passes]
@@ -133,7 +133,7 @@ def score_grid(
                 continue
             t1 = time.perf_counter()
             policy = ScoringPolicy("grid", init=init, proxy_options={p: options} if options else {})
-            scored = score_model(_builder(name, spec, res), x, y, [p], policy=policy, seed=seed)
+            scored = score_model(builder(name, spec, res), x, y, [p], policy=policy, seed=seed)
             r = scored.results[p]
             extra = {"reason": scored.reasons.get(p), "seconds": time.perf_counter() - t1}
             if p == "gradsign" and r.is_finite:

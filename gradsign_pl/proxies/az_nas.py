@@ -12,7 +12,8 @@ for NAS-Bench-201 these are the stem output and the 17 cell / reduction outputs,
 * ``az_trainability`` = mean_l [2 - sigma_l - 1 / (sigma_l + 1e-6)], sigma_l the largest singular value of
   M_l = G_{l-1}^T R_l / rows, where R_l is a Rademacher (+-1) tensor shaped like F_l and G_{l-1} = J^T R_l its
   vector-Jacobian product onto F_{l-1} (rows of channels as above; at a stride-2 block G_{l-1} is pixel-unshuffled
-  to the output's positions). Best (0) when every block's Jacobian has spectral norm 1.
+  to the output's positions; a block whose sizes cannot be paired, e.g. ceil-mode pooling 7x7 -> 3x3, is left out
+  and named in ``options["skipped_blocks"]``). Best (0) when every block's Jacobian has spectral norm 1.
 * ``az_complexity``: FLOPs (the authors read NB-201's table; ours counts them, :func:`gradsign_pl.proxies.size.flops`).
 * ``az_nas``: their non-linear rank aggregation over a *set* of candidates, sum_j log(rank_j / m) of the four
   (ranks ascending, ties averaged) -- :func:`gradsign_pl.proxies.ensemble.rank_ensemble` with ``log_rank``.
@@ -71,7 +72,7 @@ def feature_blocks(model: nn.Module) -> list[str]:
             else:
                 visit(child, full, False)
 
-    visit(model, "", False)
+    visit(model, "", type(model) in _CONTAINERS)  # a model that is itself a plain Sequential is a chain too
     return names
 
 
@@ -94,26 +95,24 @@ def feature_entropy(feature: Tensor) -> float:
     return float(-(p * torch.log(p + ENTROPY_EPS)).sum())
 
 
-def block_trainability(f_in: Tensor, f_out: Tensor) -> float:
-    """``2 - sigma - 1/(sigma + 1e-6)`` for the block from ``f_in`` to ``f_out`` (one Rademacher probe)."""
+def block_trainability(f_in: Tensor, f_out: Tensor) -> float | None:
+    """``2 - sigma - 1/(sigma + 1e-6)`` for the block from ``f_in`` to ``f_out`` (one Rademacher probe).
+
+    ``None`` when the two features cannot be paired position by position: a spatial size that is not an integer
+    multiple of the output's (e.g. a ceil-mode pooling, 7x7 -> 3x3), or token sequences of different lengths.
+    """
     probe = torch.randint(0, 2, f_out.shape, device=f_out.device).to(f_out.dtype) * 2 - 1
     (g_in,) = torch.autograd.grad(f_out, f_in, probe, retain_graph=True, allow_unused=True)
     if g_in is None or (g_in.shape == probe.shape and torch.equal(g_in, probe)):
         return DEAD_BLOCK_SCORE
     if g_in.ndim == 4 and g_in.shape[-2:] != probe.shape[-2:]:
-        factor = g_in.shape[-1] // probe.shape[-1]
-        if factor < 1 or g_in.shape[-1] != factor * probe.shape[-1] or g_in.shape[-2] != factor * probe.shape[-2]:
-            raise ValueError(
-                f"block from {list(f_in.shape)} to {list(f_out.shape)}: the input's positions are not an integer "
-                "multiple of the output's, so AZ-NAS trainability cannot pair them"
-            )
-        g_in = F.pixel_unshuffle(g_in, factor)
+        (h, w), (ho, wo) = g_in.shape[-2:], probe.shape[-2:]
+        if h % ho or w % wo or h // ho != w // wo:
+            return None
+        g_in = F.pixel_unshuffle(g_in, h // ho)
     a, b = _rows(g_in).double(), _rows(probe).double()
     if a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"block from {list(f_in.shape)} to {list(f_out.shape)} changes the number of positions; AZ-NAS "
-            "trainability pairs positions one to one"
-        )
+        return None
     sigma = float(torch.linalg.svdvals(a.T @ b / a.shape[0]).max())
     return 2.0 - sigma - 1.0 / (sigma + SIGMA_EPS)
 
@@ -223,14 +222,24 @@ def az_trainability(
     with ScoringContext(model, inputs, targets) as ctx:
         feats = _Features(ctx, blocks, graph=True)
         per: dict[str, float] = {}
+        skipped: list[str] = []
         if feats.reason is None:
             labels = ["(input)", *feats.names][: len(feats.features)]
             # last pair first, as the authors (each product only walks its own block's graph)
             for i in range(len(feats.features) - 1, 0, -1):
-                per[labels[i]] = block_trainability(feats.features[i - 1], feats.features[i])
+                pair = block_trainability(feats.features[i - 1], feats.features[i])
+                if pair is None:
+                    skipped.append(labels[i])
+                else:
+                    per[labels[i]] = pair
             per = dict(reversed(per.items()))
+            if not per:
+                feats.reason = (
+                    f"no block's input and output can be paired position by position (blocks {skipped[:3]}); "
+                    "pass blocks=[module names] whose outputs keep or halve the spatial size"
+                )
         value = math.fsum(per.values()) / len(per) if per else float("nan")
-    return _result(ctx, "az_trainability", value, feats, per)
+    return _result(ctx, "az_trainability", value, feats, per, skipped_blocks=skipped[::-1])
 
 
 @register_proxy("az_complexity")

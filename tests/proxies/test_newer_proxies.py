@@ -136,8 +136,14 @@ def test_meco_reasons():
     mlp = models.mlp()
     r = score("meco", mlp, torch.randn(3, 12), torch.randint(0, 5, (3,)))
     assert r.score != r.score and "channel" in r.reason
-    r = score("meco", models.bn_head_cnn(), torch.randn(3, 3, 8, 8), torch.randint(0, 10, (3,)))
-    assert r.score != r.score and "one value per channel" in r.reason
+    net, x, y = models.bn_head_cnn(), torch.randn(3, 3, 8, 8), torch.randint(0, 10, (3,))
+    r = score("meco", net, x, y, bn_policy="per_sample")
+    assert r.score != r.score and "one value per channel" in r.reason and "bn_policy='auto'" in r.reason
+    auto, batch = score("meco", net, x, y), score("meco", net, x, y, bn_policy="batch")
+    assert auto.options["bn_used"] == "batch" and "one value per channel" in auto.options["bn_reason"]
+    assert auto.score == batch.score and np.isfinite(auto.score)
+    with pytest.raises(ValueError, match="bn_policy must be"):
+        score("meco", net, x, y, bn_policy="train")
 
 
 # ---------------------------------------------------------------------------------------------------- AZ-NAS
@@ -217,6 +223,25 @@ def test_az_nas_is_the_log_rank_of_its_four_proxies():
         score("az_nas", nets[0], x, y)
     with pytest.raises(ValueError, match="always combines"):
         score("az_nas", nets, x, y, proxies=["gradsign"])
+
+
+class _Block(nn.Module):
+    def __init__(self, c_in: int, c_out: int, pool: bool = False) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(2, ceil_mode=True) if pool else nn.Identity()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(self.pool(x)))
+
+
+def test_az_trainability_leaves_out_blocks_it_cannot_pair():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _Block(4, 4), _Block(4, 8, pool=True), _Block(8, 8)).double()
+    x, y = torch.randn(4, 3, 7, 7, dtype=torch.float64), torch.randint(0, 8, (4,))
+    r = score("az_trainability", net, x, y)
+    assert r.options["skipped_blocks"] == ["2"] and set(r.per_layer) == {"1", "3"}  # 7x7 -> 4x4 left out
+    assert r.score == pytest.approx(sum(r.per_layer.values()) / 2)
 
 
 def test_az_bad_blocks_name_the_fix():

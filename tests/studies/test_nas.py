@@ -294,3 +294,44 @@ def test_cli_select_and_nas_end_to_end(tmp_path, capsys, setup):
     assert json.loads((tmp_path / "eta3" / "meta.json").read_text())["strategy_kwargs"] == {"bohb": {"eta": 3}}
     (run,) = read_runs(tmp_path / "eta3").values()
     assert run["evaluations_by_fidelity"]["12"] >= 3 and run["evaluations_by_fidelity"]["200"] >= 3
+
+
+def test_cli_select_with_rank_ensembles_and_az_nas(tmp_path, capsys, setup):
+    from gradsign_pl.proxies.az_nas import COMPONENTS
+    from gradsign_pl.proxies.ensemble import rank_ensemble
+
+    table = setup[0]
+    write_table_csv(tmp_path / "table.csv", table)
+    cache = ScoreCache(tmp_path / "cache", {"space": "nb201", "dataset": "cifar10"})
+    rng = np.random.default_rng(0)
+    raw = {p: rng.normal(size=30) for p in ("gradsign", "jacov", *COMPONENTS)}
+    for i in range(30):
+        for p, v in raw.items():
+            cache.add(i, p, float(v[i]), seconds=0.1)
+    common = ["--cache", str(tmp_path / "cache"), "--table", str(tmp_path / "table.csv"), "--runs", "5"]
+    code, _, err = bench(
+        [
+            "select",
+            *common,
+            "--proxies",
+            "[gradsign, log_rank:gradsign+jacov, az_nas]",
+            "--n_values",
+            "[30]",
+            "--out",
+            str(tmp_path / "sel"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    doc = json.loads((tmp_path / "sel" / "selection.json").read_text())
+    assert doc["settings"]["proxies"] == ["gradsign", "log_rank:gradsign+jacov", "az_nas"]
+    # N = the whole pool: each method picks the arch its combined rank puts first
+    best = {
+        "log_rank:gradsign+jacov": int(np.argmax(rank_ensemble({p: raw[p] for p in ("gradsign", "jacov")}))),
+        "az_nas": int(np.argmax(rank_ensemble({p: raw[p] for p in COMPONENTS}))),
+    }
+    rows = {r["method"]: r for r in doc["rows"]}
+    for name, i in best.items():
+        assert rows[name]["mean"]["cifar10_test"] == pytest.approx(table.columns["cifar10_test"][i])
+    code, _, err = bench(["select", *common, "--proxies", "[ensemble]"], capsys)
+    assert code == 2 and "name the ensemble's parts" in err
