@@ -161,35 +161,13 @@ def select(
     cache_dir = _cache_dir(cache)
     nb_table = _load_table(table, data_dir)
     proxies = list(proxies or ["gradsign", "synflow", "naswot"])
-    scores = {p: _selection_scores(cache_dir, p, nb_table, CachedScorer) for p in proxies}
+    scores = {p: CachedScorer(cache_dir, p, nb_table, failed_score=float("nan")).scores() for p in proxies}
     study = selection.run_selection(scores, nb_table, n_values=tuple(n_values or (10, 100, 1000)), runs=runs, seed=seed)
     study.settings["cache"] = str(cache_dir)
     out_dir = Path(out or f"runs/select/{cache_dir.name}-r{runs}-s{seed}")
     selection.print_table(study)
     paths = selection.write_selection(study, out_dir)
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
-
-
-def _selection_scores(cache_dir: Path, name: str, nb_table: Any, scorer: Any) -> dict[str, float]:
-    """{arch: score} of a cached proxy, or of a rank ensemble of cached proxies over the archs all of them scored."""
-    from gradsign_pl.proxies import get_proxy
-    from gradsign_pl.proxies.az_nas import COMPONENTS
-    from gradsign_pl.proxies.ensemble import rank_ensemble
-    from gradsign_pl.studies.correlation import parse_ensemble
-
-    if "+" not in name and not get_proxy(name).set_level:
-        return scorer(cache_dir, name, nb_table, failed_score=float("nan")).scores()
-    if name == "az_nas":
-        method, parts = "log_rank", list(COMPONENTS)
-    elif name == "ensemble":
-        raise ValueError("select: name the ensemble's parts, e.g. 'log_rank:gradsign+jacov' (or use 'az_nas')")
-    else:
-        method, parts = parse_ensemble(name)
-    parts_scores = {p: scorer(cache_dir, p, nb_table, failed_score=float("nan")).scores() for p in parts}
-    common = set.intersection(*(set(v) for v in parts_scores.values()))
-    archs = [a for a in parts_scores[parts[0]] if a in common]
-    combined = rank_ensemble({p: [v[a] for a in archs] for p, v in parts_scores.items()}, method)
-    return dict(zip(archs, (float(c) for c in combined)))
 
 
 def nas(
@@ -223,7 +201,8 @@ def nas(
     Args:
         cache: a gradsign-bench correlate output directory with the proxy's scores
             (default runs/correlate/nb201-cifar10-b64-s42).
-        proxy: the cached proxy the g-* strategies use.
+        proxy: the cached proxy the g-* strategies use, or a rank ensemble of cached proxies
+            (``[log_rank|mean_rank:]a+b[+...]``, ``az_nas``) ranked over the cached archs.
         strategies: rs, g-rs, rea, g-rea, reinforce, g-reinforce, bohb, g-bohb (default: all).
         runs: runs per strategy (seeds seed .. seed+runs-1).
         seed: first seed.

@@ -40,11 +40,12 @@ from torch import Tensor, nn
 from gradsign_pl.proxies._common import ScoringContext
 from gradsign_pl.proxies._registry import register_proxy
 from gradsign_pl.proxies._result import ProxyResult
-from gradsign_pl.proxies.ensemble import ensemble
+from gradsign_pl.proxies.ensemble import NAMED_ENSEMBLES, ensemble
 from gradsign_pl.proxies.size import flops
 
 COMPONENTS = ("az_expressivity", "az_progressivity", "az_trainability", "az_complexity")
 """The four proxies ``az_nas`` aggregates."""
+NAMED_ENSEMBLES["az_nas"] = ("log_rank", COMPONENTS)
 ENTROPY_EPS = 1e-8
 SIGMA_EPS = 1e-6
 #: the pair score of a block whose Jacobian product is zero or the identity (the authors: -inf)

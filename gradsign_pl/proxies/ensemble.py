@@ -26,6 +26,8 @@ from gradsign_pl.proxies._registry import get_proxy, register_proxy
 from gradsign_pl.proxies._result import ProxyResult
 
 METHODS = ("mean_rank", "log_rank")
+#: ensembles known by one name (``az_nas`` registers its four proxies here): name -> (method, proxies)
+NAMED_ENSEMBLES: dict[str, tuple[str, tuple[str, ...]]] = {}
 DEFAULT_COMPONENTS = ("gradsign", "jacov")
 """The best pair of the NB-201 study (docs/results/nb201.md): log-rank rho 0.934 / 0.920 / 0.861 on CIFAR-10 / 100 /
 ImageNet16-120, selected on CIFAR-10."""
@@ -40,6 +42,30 @@ def ranks(values: Sequence[float] | np.ndarray) -> np.ndarray:
     if x.ndim != 1:
         raise ValueError(f"expected one score per candidate (a 1-D sequence), got shape {x.shape}")
     return stats.rankdata(np.where(np.isnan(x), -np.inf, x), method="average")
+
+
+def is_ensemble_spec(spec: str) -> bool:
+    """Whether ``spec`` names a rank ensemble (``a+b``, ``method:a+b``, or a named one such as ``az_nas``)."""
+    return "+" in spec or spec in NAMED_ENSEMBLES
+
+
+def parse_ensemble(spec: str) -> tuple[str, list[str]]:
+    """``"log_rank:gradsign+synflow"`` (method optional, default ``log_rank``), or a named ensemble such as
+    ``"az_nas"`` -> ``(method, [proxies])``."""
+    if spec in NAMED_ENSEMBLES:
+        method, named = NAMED_ENSEMBLES[spec]
+        return method, list(named)
+    if spec == "ensemble":
+        raise ValueError("name the ensemble's parts, e.g. 'log_rank:gradsign+jacov' (or a named one: az_nas)")
+    method, _, body = spec.rpartition(":")
+    method = method or "log_rank"
+    parts = [p for p in body.split("+") if p]
+    if method not in METHODS or len(parts) < 2:
+        raise ValueError(
+            f"bad ensemble {spec!r}: write [method:]proxy+proxy[+...] with method one of {', '.join(METHODS)}, "
+            "e.g. 'log_rank:gradsign+synflow+naswot'"
+        )
+    return method, parts
 
 
 def rank_ensemble(scores: Mapping[str, Sequence[float] | np.ndarray], method: str = "log_rank") -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gradsign_pl.proxies.ensemble import is_ensemble_spec, parse_ensemble, rank_ensemble
 from gradsign_pl.spaces.nb201 import N_EDGES, OPS, NB201Table, arch_from_ops, load_table, ops_of, parse_arch
 
 # ------------------------------------------------------------------------------------------------ space
@@ -292,9 +293,13 @@ class CachedScorer:
     charged :data:`DEFAULT_SCORING_SECONDS`. A failed score (``null`` in the cache) becomes ``failed_score``
     (default ``-inf``: ranked last by a maximising search).
 
+    A rank ensemble of cached proxies (``[log_rank|mean_rank:]a+b[+...]`` or a named one such as ``az_nas``) is
+    combined over the archs all its parts have a record for (each part's failed scores ranked last), in the first
+    part's order, and charged the sum of its parts' seconds.
+
     Args:
         cache_dir: the correlate output directory.
-        proxy: proxy name as cached (``gradsign``, ``synflow``, ``naswot``, ...).
+        proxy: proxy name as cached (``gradsign``, ``synflow``, ``naswot``, ...), or a rank ensemble of them.
         table: NB-201 table or its path (to map indices to archs); ``None``: the data directory.
         seconds: constant scoring time per arch instead of the recorded ones.
     """
@@ -310,6 +315,10 @@ class CachedScorer:
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.proxy = proxy
+        self.calls = 0
+        if is_ensemble_spec(proxy) or proxy == "ensemble":
+            self._combine(proxy, table, seconds)
+            return
         records, self.meta = read_cache(self.cache_dir)
         mine = [r for r in records if r["proxy"] == proxy]
         if not mine:
@@ -336,7 +345,18 @@ class CachedScorer:
             self._seconds[arch] = float(
                 seconds if seconds is not None else rec_seconds if rec_seconds is not None else DEFAULT_SCORING_SECONDS
             )
-        self.calls = 0
+
+    def _combine(self, spec: str, table: NB201Table | str | os.PathLike | None, seconds: float | None) -> None:
+        method, parts = parse_ensemble(spec)
+        if not isinstance(table, NB201Table):
+            table = load_table(table)
+        scorers = [CachedScorer(self.cache_dir, p, table, seconds=seconds, failed_score=math.nan) for p in parts]
+        self.meta = scorers[0].meta
+        common = set.intersection(*(set(s.archs) for s in scorers))
+        archs = [a for a in scorers[0].archs if a in common]
+        combined = rank_ensemble({p: [s._scores[a] for a in archs] for p, s in zip(parts, scorers)}, method)
+        self._scores = dict(zip(archs, (float(c) for c in combined)))
+        self._seconds = {a: math.fsum(s._seconds[a] for s in scorers) for a in archs}
 
     @property
     def archs(self) -> list[str]:

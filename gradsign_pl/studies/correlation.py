@@ -22,7 +22,7 @@ import torch
 from gradsign_pl.data.batches import load_batch
 from gradsign_pl.executors import Executor, create_executor
 from gradsign_pl.proxies import batch_fingerprint, get_proxy
-from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
+from gradsign_pl.proxies.ensemble import parse_ensemble, rank_ensemble
 from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.scoring.cache import ScoreCache
 from gradsign_pl.scoring.core import score_model
@@ -102,19 +102,6 @@ class Correlation:
     @property
     def archs_per_minute(self) -> float:
         return 60.0 / self.seconds_per_arch if self.seconds_per_arch > 0 else math.nan
-
-
-def parse_ensemble(spec: str) -> tuple[str, list[str]]:
-    """``"log_rank:gradsign+synflow"`` (method optional, default ``log_rank``) -> ``(method, [proxies])``."""
-    method, _, body = spec.rpartition(":")
-    method = method or "log_rank"
-    parts = [p for p in body.split("+") if p]
-    if method not in METHODS or len(parts) < 2:
-        raise ValueError(
-            f"bad ensemble {spec!r}: write [method:]proxy+proxy[+...] with method one of {', '.join(METHODS)}, "
-            "e.g. 'log_rank:gradsign+synflow+naswot'"
-        )
-    return method, parts
 
 
 @dataclasses.dataclass

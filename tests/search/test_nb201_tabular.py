@@ -157,6 +157,26 @@ def test_cached_scorer_reads_index_and_arch_keys(tmp_path):
     assert not (tmp_path / "nothing").exists()
 
 
+def test_cached_scorer_combines_a_rank_ensemble(tmp_path):
+    table = synthetic_table()
+    cache = ScoreCache(tmp_path, {"space": "nb201", "dataset": "cifar10"})
+    for i, (g, s) in enumerate([(1.0, 9.0), (3.0, 1.0), (2.0, float("nan")), (4.0, 5.0)]):
+        cache.add(i, "gradsign", g, seconds=0.5)
+        cache.add(i, "synflow", s, seconds=0.25)
+    cache.add(7, "gradsign", 8.0, seconds=0.5)  # no synflow record: not in the ensemble
+    scorer = CachedScorer(tmp_path, "gradsign+synflow", table)
+    assert scorer.archs == ARCHS[:4]
+    # ranks (nan last): gradsign 1 3 2 4, synflow 4 2 1 3 over m = 4
+    expected = np.log(np.array([1, 3, 2, 4]) / 4) + np.log(np.array([4, 2, 1, 3]) / 4)
+    assert [scorer(a)[0] for a in ARCHS[:4]] == pytest.approx(expected.tolist())
+    assert scorer(ARCHS[0])[1] == 0.75  # both parts' seconds
+    assert CachedScorer(tmp_path, "mean_rank:gradsign+synflow", table)(ARCHS[3])[0] == 3.5
+    with pytest.raises(ValueError, match="name the ensemble's parts"):
+        CachedScorer(tmp_path, "ensemble", table)
+    with pytest.raises(KeyError, match="proxy 'az_expressivity' has no scores"):
+        CachedScorer(tmp_path, "az_nas", table)
+
+
 def test_read_cache_sees_only_the_latest_settings(tmp_path):
     from gradsign_pl.search.nb201_tabular import read_cache
 
