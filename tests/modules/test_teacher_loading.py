@@ -258,3 +258,52 @@ def test_a_payload_pickled_with_a_newer_protocol_is_refused_saying_why(tmp_path)
     with pytest.raises(ValueError, match=r"refused it: Unsupported operand \d+; no weights"):
         load_teacher(TEACHER, path, num_classes=3)
     assert not marker.exists()
+
+
+# ------------------------------------------------- an ImageNet B3 from disk, through the ImageNet recipe's options
+
+
+@pytest.fixture(scope="module")
+def b3() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("timm:tf_efficientnet_b3", num_classes=3).eval()
+
+
+@pytest.mark.parametrize(
+    "form", ["state_dict", "module_prefix", "model_prefix", "safetensors", "safetensors_model_prefix", "lightning"]
+)
+def test_the_imagenet_recipes_b3_teacher_loads_from_every_form_and_predicts_as_saved(tmp_path, b3, form):
+    """``recipes/zen_imagenet.yaml``'s ``distill`` section, pointed at a B3 saved the ways timm / Lightning users
+    save one, gives a teacher whose logits at the recipe's teacher resolution equal the saved model's."""
+    import yaml
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "recipes" / "zen_imagenet.yaml").read_text())
+    sd = b3.state_dict()
+    path = tmp_path / "b3.pth"
+    if form in ("state_dict", "module_prefix", "model_prefix"):
+        prefix = "" if form == "state_dict" else form.split("_")[0] + "."
+        torch.save({prefix + k: v for k, v in sd.items()}, path)
+    elif form.startswith("safetensors"):
+        pytest.importorskip("safetensors")
+        from safetensors.torch import save_file
+
+        path = tmp_path / "b3.safetensors"
+        prefix = "model." if form.endswith("prefix") else ""
+        save_file({prefix + k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        path = _lightning_fit_checkpoint(build_model("timm:tf_efficientnet_b3", num_classes=3), tmp_path / "ckpt")
+        saved = torch.load(path, weights_only=True)
+        sd = {k[len("backbone.") :]: v for k, v in saved["state_dict"].items()}
+    options = DistillOptions(**{**recipe["distill"], "checkpoint": str(path)})
+    assert options.teacher == "timm:tf_efficientnet_b3" and options.teacher_resolution == 320
+
+    def no_training(*_):
+        raise AssertionError("the checkpoint exists: the teacher must be loaded, not trained")
+
+    data = SimpleNamespace(image_size=224, num_classes=3, in_chans=3)
+    teacher, _ = prepare_teacher(options, data, no_training)
+    reference = build_model("timm:tf_efficientnet_b3", num_classes=3)
+    reference.load_state_dict(sd)
+    x = torch.randn(2, 3, 320, 320, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(teacher.eval()(x), reference.eval()(x))
