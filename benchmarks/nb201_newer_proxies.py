@@ -9,12 +9,17 @@ the archs are the same as that study's and a rerun resumes. Then, per dataset an
 * Spearman rho / Kendall tau of each proxy against test accuracy, beside what its authors publish;
 * AZ-NAS (the log-rank sum of its four proxies) beside our best NB-201 ensemble, log-rank gradsign + jacov;
 * every 2-3 proxy log-rank / mean-rank ensemble of these proxies, selected on CIFAR-10 and reported on the others;
-* mean scoring seconds per arch of each proxy (from the cache, single-thread CPU).
+* mean scoring seconds per arch of each proxy (from the cache, single-thread CPU);
+* the authors' own protocols on the first ``--variants`` archs of each dataset, to tell a protocol difference
+  from an implementation difference: AZ-NAS on a Gaussian-noise batch of 64 with every network re-initialised
+  Kaiming-normal (fan-in, ReLU gain; BatchNorm weight 1, bias 0), and ZiCo with ``groups=2`` (the authors' two
+  mini-batches; here the two halves of the batch), cached in ``runs/nb201_newer_variants/<dataset>``.
 
 Writes ``docs/results/nb201_newer.md`` and ``.json`` (``--quick``: 30 / 15 archs, report under
 ``runs/nb201_newer_quick`` only).
 
-    python benchmarks/nb201_newer_proxies.py [--quick] [--n-cifar10 N] [--n-others N] [--data-dir DIR]
+    python benchmarks/nb201_newer_proxies.py [--quick] [--n-cifar10 N] [--n-others N] [--variants N] [--data-dir DIR]
+    python benchmarks/nb201_newer_proxies.py --variants-only --datasets cifar10   # just the protocol variants
 """
 
 from __future__ import annotations
@@ -29,9 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gradsign_pl.data.batches import load_batch
+from gradsign_pl.proxies import batch_fingerprint, score
 from gradsign_pl.proxies.az_nas import COMPONENTS as AZ_COMPONENTS
 from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
+from gradsign_pl.rng import seeded
 from gradsign_pl.scoring.agreement import rank_agreement
+from gradsign_pl.scoring.cache import ScoreCache
 from gradsign_pl.spaces import create_space
 from gradsign_pl.studies.correlation import run_correlation
 
@@ -94,12 +103,55 @@ def verdict(ours: tuple[float, float, int], published: tuple[float | None, float
     return f"{'within' if abs(gap) <= TOLERANCE else 'OFF'} ({what} {gap:+.3f})"
 
 
+def kaiming_fan_in(net: torch.nn.Module) -> torch.nn.Module:
+    """The AZ-NAS authors' ``init_model('kaiming_norm_fanin')``: Conv/Linear Kaiming normal, zero bias; BN 1 / 0."""
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine:
+            torch.nn.init.ones_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    return net
+
+
+VARIANTS = (*(f"{p}@authors" for p in AZ_COMPONENTS), "zico@groups2")
+
+
+def score_variants(space, ds: str, indices: list[int], data_dir) -> dict[str, np.ndarray]:
+    """The authors' protocols (module docstring) on ``indices``: {variant: score per arch}, cached and resumable."""
+    x, y = load_batch(ds, 64, seed=42, root=data_dir)
+    cache = ScoreCache(ROOT / "runs" / "nb201_newer_variants" / ds, {"batch": batch_fingerprint(x, y), "seed": 42})
+    side = x.shape[-1]
+    for n, index in enumerate(indices):
+        if all((index, v) in cache for v in VARIANTS):
+            continue
+        with seeded(42):
+            net = space.build(index, ds)
+        with seeded(42 + index):  # a fresh noise batch per arch, as the authors draw one
+            noise = torch.randn(64, 3, side, side)
+            authors_net = kaiming_fan_in(space.build(index, ds))
+        for p in AZ_COMPONENTS:
+            r = score(p, authors_net, noise, y)
+            cache.add(index, f"{p}@authors", r.score, reason=r.reason, seconds=round(r.elapsed_s, 4))
+        r = score("zico", net, x, y, groups=2)
+        cache.add(index, "zico@groups2", r.score, reason=r.reason, seconds=round(r.elapsed_s, 4))
+        if (n + 1) % 50 == 0:
+            print(f"{ds} variants: {n + 1}/{len(indices)}", flush=True)
+    return {v: np.array([cache.score(i, v) for i in indices], dtype=np.float64) for v in VARIANTS}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="30 CIFAR-10 archs, 15 for the others; no docs written")
     parser.add_argument("--n-cifar10", type=int, default=1000)
     parser.add_argument("--n-others", type=int, default=500)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument(
+        "--variants", type=int, default=200, help="archs per dataset scored under the authors' protocols"
+    )
+    parser.add_argument("--variants-only", action="store_true", help="score only the protocol variants")
     parser.add_argument("--data-dir", default=None, help="data directory (default $GRADSIGN_DATA or ../shared/data)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the cost column assumes 1)")
     args = parser.parse_args(argv)
@@ -113,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     docs.mkdir(parents=True, exist_ok=True)
     space = create_space("nb201", table=args.data_dir)
 
+    n_variants = 10 if args.quick else args.variants
+    variants = {}
+    for ds in args.datasets:
+        variants[ds] = (score_variants(space, ds, space.sample(n_variants, 42), args.data_dir), n_variants)
+    if args.variants_only:
+        return 0
     studies = {}
     for ds in args.datasets:
         studies[ds] = run_correlation(
@@ -132,6 +190,20 @@ def main(argv: list[str] | None = None) -> int:
         p: float(np.nanmean([c.seconds_per_arch for c in studies["cifar10"].correlations if c.name == p]))
         for p in PROXIES
     }
+    variant_rows = {}
+    for ds, (scores, k) in variants.items():
+        st = studies[ds]
+        acc = st.accuracy[:k]  # the variants' archs are the study's first k (the same seeded permutation)
+        assert list(st.indices[:k]) == space.sample(k, 42)
+        rows_v = {}
+        for p in AZ_COMPONENTS:
+            rows_v[p] = (rank_agreement(st.scores[p][:k], acc), rank_agreement(scores[f"{p}@authors"], acc))
+        rows_v[AZ_NAS] = (
+            rank_agreement(rank_ensemble({p: st.scores[p][:k] for p in AZ_COMPONENTS}), acc),
+            rank_agreement(rank_ensemble({p: scores[f"{p}@authors"] for p in AZ_COMPONENTS}), acc),
+        )
+        rows_v["zico"] = (rank_agreement(st.scores["zico"][:k], acc), rank_agreement(scores["zico@groups2"], acc))
+        variant_rows[ds] = rows_v
     c10 = studies["cifar10"]
     searched = combos({p: c10.scores[p] for p in PROXIES}, c10.accuracy)
     best = searched[0][2]
@@ -154,9 +226,21 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_arch": seconds,
         "searched_top10_cifar10": [{"name": nm, "spearman": r, "kendall": t} for r, t, nm in searched[:10]],
         "best_searched": {"name": best, **{ds: {"spearman": v[0], "kendall": v[1]} for ds, v in rows_best.items()}},
+        "authors_protocols": {
+            ds: {
+                "n_archs": variants[ds][1],
+                **{
+                    k: {"ours": {"spearman": a[0], "kendall": a[1]}, "authors": {"spearman": b[0], "kendall": b[1]}}
+                    for k, (a, b) in r.items()
+                },
+            }
+            for ds, r in variant_rows.items()
+        },
     }
     (docs / "nb201_newer.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    (docs / "nb201_newer.md").write_text(markdown(report, rows, rows_best, best, searched, seconds, n))
+    (docs / "nb201_newer.md").write_text(
+        markdown(report, rows, rows_best, best, searched, seconds, n) + variants_markdown(variant_rows, variants)
+    )
     print((docs / "nb201_newer.md").read_text())
     return 0
 
@@ -206,6 +290,32 @@ def markdown(report, rows, rows_best, best, searched, seconds, n) -> str:
         *[f"| `{nm}` | {fmt(r)} | {fmt(t)} |" for r, t, nm in searched[:10]],
         "",
     ]
+    return "\n".join(out) + "\n"
+
+
+def variants_markdown(variant_rows: dict, variants: dict) -> str:
+    k = next(iter(variants.values()))[1]
+    out = [
+        "## Our protocol against the authors'",
+        "",
+        f"On the first {k} archs of each dataset (a subset of the archs above): each proxy under this study's protocol "
+        "(real batch, each network's own seeded PyTorch initialisation; ZiCo one gradient per sample) and under its "
+        "authors' (AZ-NAS: a Gaussian-noise batch, every network re-initialised Kaiming-normal; ZiCo: two "
+        "sub-batches, `groups=2`). Spearman rho / Kendall tau, ours -> authors' protocol:",
+        "",
+        "| proxy | " + " | ".join(("CIFAR-10", "CIFAR-100", "ImageNet16-120")) + " |",
+        "| --- | --- | --- | --- |",
+    ]
+    names = list(next(iter(variant_rows.values())))
+    for name in names:
+        cells = []
+        for ds in DATASETS:
+            if ds not in variant_rows:
+                cells.append("--")
+                continue
+            (r1, t1, _), (r2, t2, _) = variant_rows[ds][name]
+            cells.append(f"{fmt(r1)} / {fmt(t1)} -> {fmt(r2)} / {fmt(t2)}")
+        out.append(f"| {'AZ-NAS' if name == AZ_NAS else name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
