@@ -59,7 +59,8 @@ def feature_blocks(model: nn.Module) -> list[str]:
     A block is a module with sub-modules that sits in a plain ``nn.Sequential`` or ``nn.ModuleList`` (searched
     through the whole model, descending into nested plain containers but never into a block): NB-201's cells and
     reduction blocks, timm ResNets' ``layerN[i]``, EfficientNets' ``blocks[s][i]``, ViTs' ``blocks[i]``.
-    Subclasses of ``nn.Sequential`` (e.g. a ReLU-Conv-BN unit) count as blocks, not containers.
+    Subclasses of ``nn.Sequential`` (e.g. a ReLU-Conv-BN unit) count as blocks, not containers. A model without
+    such a chain (timm's RegNet, DLA) falls back to its own composite children, e.g. ``stem, s1, .., s4``.
     """
     names: list[str] = []
 
@@ -74,6 +75,8 @@ def feature_blocks(model: nn.Module) -> list[str]:
                 visit(child, full, False)
 
     visit(model, "", type(model) in _CONTAINERS)  # a model that is itself a plain Sequential is a chain too
+    if not names:  # no chain of blocks (timm RegNet's stages name their blocks b1, b2, ...; DLA is a tree)
+        names = [name for name, child in model.named_children() if next(child.children(), None) is not None]
     return names
 
 

@@ -158,6 +158,8 @@ def test_feature_blocks_of_nb201_timm_and_a_plain_sequential():
     blocks = feature_blocks(effnet)
     assert blocks[0] == "blocks.0.0" and len(blocks) == 16
     assert feature_blocks(models.bn_cnn()) == []  # only primitive layers: no blocks
+    regnet = timm.create_model("regnetx_002", pretrained=False, num_classes=10)  # stages hold b1, b2, ...: no chain
+    assert feature_blocks(regnet)[:3] == ["stem", "s1", "s2"]
 
 
 def az_reference(model: nn.Module, x: torch.Tensor, seed: int = 0) -> tuple[float, float, float]:
