@@ -20,6 +20,7 @@ Writes ``docs/results/nb201_newer.md`` and ``.json`` (``--quick``: 30 / 15 archs
 ``runs/nb201_newer_quick`` only).
 
     python benchmarks/nb201_newer_proxies.py [--quick] [--n-cifar10 N] [--n-others N] [--variants N] [--data-dir DIR]
+        [--executor ray]
     python benchmarks/nb201_newer_proxies.py --variants-only --datasets cifar10   # just the protocol variants
 """
 
@@ -150,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-others", type=int, default=300)
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument(
-        "--variants", type=int, default=200, help="archs per dataset scored under the authors' protocols"
+        "--variants", type=int, default=100, help="archs per dataset scored under the authors' protocols"
     )
     parser.add_argument("--variants-only", action="store_true", help="score only the protocol variants")
+    parser.add_argument("--executor", default="local", help="'local' or 'ray' (RAY_ADDRESS, else a local instance)")
     parser.add_argument("--data-dir", default=None, help="data directory (default $GRADSIGN_DATA or ../shared/data)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the cost column assumes 1)")
     args = parser.parse_args(argv)
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             n_archs=n[ds],
             out=ROOT / "runs" / "correlate" / f"nb201-{ds}-b64-s42",
             data_dir=args.data_dir,
+            executor=args.executor,
         )
     if set(studies) != set(DATASETS):
         print(f"scored {sorted(studies)}; the report needs all three datasets")
