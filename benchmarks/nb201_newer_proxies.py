@@ -266,7 +266,8 @@ def markdown(report, rows, rows_best, best, searched, seconds, n) -> str:
         "(Kaiming normal), ZiCo takes two mini-batches of 64, MeCo one sample: see the notes below.",
         "",
         "Each cell: Spearman rho / Kendall tau (ours), then the published value(s), then whether ours is within "
-        f"{TOLERANCE} of it (rho where published, else tau).",
+        f"{TOLERANCE} of it (rho where published, else tau). s / arch: mean scoring seconds recorded in the cache "
+        "(one thread; on a 2-core machine that other jobs shared while these ran).",
         "",
         "| proxy | " + " | ".join(("CIFAR-10", "CIFAR-100", "ImageNet16-120")) + " | s / arch |",
         "| --- | --- | --- | --- | --- |",
