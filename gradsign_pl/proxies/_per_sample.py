@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from gradsign_pl.proxies._common import LossFn, private_copy
+from gradsign_pl.proxies._common import LossFn, check_output_and_loss, private_copy
 from gradsign_pl.proxies._conv import use_unfold_weight_grad
 
 ParamSelection = Literal["weights", "all"] | Callable[[str, nn.Parameter], bool]
@@ -353,6 +353,28 @@ class PerSampleGradients:
         self.engine_used = "loop"
         for i in range(n):
             yield i, self._loop_chunk(self.inputs[i : i + 1], self.targets[i : i + 1])
+
+
+def per_sample_gradients(
+    model: nn.Module,
+    names: list[str],
+    inputs: Tensor,
+    targets: Tensor,
+    loss_fn: LossFn,
+    *,
+    bn_policy: BNPolicy = "auto",
+    chunk_size: int | None = None,
+    engine: Engine = "auto",
+) -> tuple[PreparedModel, PerSampleGradients]:
+    """The set-up every per-sample proxy shares: a prepared private copy (:func:`prepare_model`), the chunk size
+    (:func:`auto_chunk_size` on the measured activations when ``None``), targets and loss checked on the probe
+    output, and the iterator over the chunks of per-sample gradients of ``names``."""
+    prepared = prepare_model(model, inputs, bn_policy)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(model, names, inputs.shape[0], saved_activation_bytes(prepared, inputs[:1]))
+    check_output_and_loss(prepared.probe_output, targets, loss_fn)
+    grads = PerSampleGradients(prepared, names, inputs, targets, loss_fn, chunk_size=chunk_size, engine=engine)
+    return prepared, grads
 
 
 def _first_line(exc: BaseException, limit: int = 200) -> str:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradsign_pl.proxies import _per_sample as ps
-from gradsign_pl.proxies._common import LossFn, ScoringContext, check_output_and_loss, loss_name
+from gradsign_pl.proxies._common import LossFn, ScoringContext, loss_name
 from gradsign_pl.proxies._registry import register_proxy
 from gradsign_pl.proxies._result import ProxyResult
 
@@ -136,14 +136,10 @@ def gradsign(
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     with ScoringContext(model, inputs, targets) as ctx:
         names = ps.select_parameters(model, params)
-        prepared = ps.prepare_model(model, ctx.inputs, bn_policy)
-        if chunk_size is None:
-            activations = ps.saved_activation_bytes(prepared, ctx.inputs[:1])
-            chunk_size = ps.auto_chunk_size(model, names, ctx.n, activations)
-        check_output_and_loss(prepared.probe_output, ctx.targets, loss_fn)
-        grads = ps.PerSampleGradients(
-            prepared, names, ctx.inputs, ctx.targets, loss_fn, chunk_size=chunk_size, engine=engine
+        prepared, grads = ps.per_sample_gradients(
+            model, names, ctx.inputs, ctx.targets, loss_fn, bn_policy=bn_policy, chunk_size=chunk_size, engine=engine
         )
+        chunk_size = grads.chunk_size  # the requested or automatic size (an out-of-memory retry may lower it later)
         counter = SignCounter(grads.params)
         for start, chunk in grads:
             counter.update(start, chunk)

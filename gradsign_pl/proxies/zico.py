@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradsign_pl.proxies import _per_sample as ps
-from gradsign_pl.proxies._common import LossFn, ScoringContext, check_output_and_loss, loss_name
+from gradsign_pl.proxies._common import LossFn, ScoringContext, loss_name
 from gradsign_pl.proxies._registry import register_proxy
 from gradsign_pl.proxies._result import ProxyResult
 
@@ -128,14 +128,17 @@ def zico(
     with ScoringContext(model, inputs, targets, min_samples=2 * (groups or 1)) as ctx:
         names = ps.select_parameters(model, "weights")
         if groups is None:
-            prepared = ps.prepare_model(model, ctx.inputs, bn_policy)
-            if chunk_size is None:
-                activations = ps.saved_activation_bytes(prepared, ctx.inputs[:1])
-                chunk_size = ps.auto_chunk_size(model, names, ctx.n, activations)
-            check_output_and_loss(prepared.probe_output, ctx.targets, loss_fn)
-            grads = ps.PerSampleGradients(
-                prepared, names, ctx.inputs, ctx.targets, loss_fn, chunk_size=chunk_size, engine=engine
+            prepared, grads = ps.per_sample_gradients(
+                model,
+                names,
+                ctx.inputs,
+                ctx.targets,
+                loss_fn,
+                bn_policy=bn_policy,
+                chunk_size=chunk_size,
+                engine=engine,
             )
+            chunk_size = grads.chunk_size
             moments = GradientMoments(grads.params)
             for _, chunk in grads:
                 moments.update(chunk)
