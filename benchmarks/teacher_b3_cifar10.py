@@ -2,83 +2,93 @@
 
 B3's stride-32 stem leaves a 1x1 map at 32 px, so the zen recipe's teacher saw almost nothing. This script:
 
-1. **probes** each ``--resolutions`` side: ``timm:efficientnet_b3`` trained from scratch for ``--probe-steps`` steps
-   on upsampled CIFAR-10 (bilinear, inside the model, so the data pipeline and its torchvision augmentation --
-   random crop and flip at 32 px -- stay the ones every other run uses), then validated; the CPU seconds per step
-   and the validation accuracy are recorded, and the side with the highest validation accuracy after the same
-   number of steps is kept (ties to the smaller, cheaper side; the CPU cost of each is recorded beside it);
+1. **probes** each ``--resolutions`` side under an equal CPU budget (``--probe-cpu-seconds`` of optimiser steps,
+   the step count set from a 4-step timing so the warmup + cosine schedule runs to its end): ``timm:efficientnet_b3``
+   trained from scratch on upsampled CIFAR-10 (bilinear, inside the model by
+   :class:`gradsign_pl.modules.teacher.ResizedInput`, so the data pipeline and its torchvision augmentation --
+   random crop and flip at 32 px -- stay the ones every other run uses), then validated. The side with the highest
+   validation accuracy for the same CPU time is kept (ties to the smaller side); each side's steps, CPU seconds per
+   step and accuracy are recorded;
 2. **trains** B3 at that side for ``--epochs`` on ``--train-size`` images (AdamW, warmup + cosine, label smoothing
-   0.1), resumable: Lightning's ``last.ckpt`` in a directory named by every setting (side, epochs, images, batch)
-   is resumed with ``ckpt_path``, so a changed setting starts its own run instead of resuming another; every
-   epoch's validation accuracy and cumulative CPU seconds are appended to ``curve.jsonl`` (so a user can see what a
-   longer run buys);
+   0.1), resumable: Lightning's ``last.ckpt`` (saved every 50 steps and at each epoch's end) in a directory named by
+   every setting (side, epochs, images, batch) is resumed with ``ckpt_path``, so a changed setting starts its own
+   run instead of resuming another; after every epoch the weights are saved (``..._ep<k>.pth``) and the validation
+   accuracy and cumulative CPU seconds appended to ``curve_<settings>.jsonl`` (so a user can see what a longer run
+   buys, and the distillation study can use the teacher at several accuracies);
 3. tests it on the official test images and writes the weights as a plain ``state_dict``
    (:func:`gradsign_pl.modules.teacher.save_teacher`, read back with ``torch.load(weights_only=True)``) to
    ``<run>/efficientnet_b3_cifar10_r<side>_e<epochs>_n<images>_b<batch>.pth``, for ``distill.checkpoint`` with
    ``distill.teacher_resolution: <side>``.
 
 Results (probe, curve, test accuracy, the command) go to ``benchmarks/results/teacher_b3/`` (committed); weights and
-Lightning checkpoints stay under ``--run`` (default ``runs/teacher_b3``). ``--quick``: sides 32 and 64, 5 probe
-steps, 1 epoch on 256 images, under ``runs/teacher_b3_quick``.
+Lightning checkpoints stay under ``--run`` (default ``runs/teacher_b3``). ``--quick``: sides 32 and 64, 20 CPU
+seconds of probing each, 1 epoch on 256 images, under ``runs/teacher_b3_quick``.
 
-    python benchmarks/teacher_b3_cifar10.py [--quick] [--resolutions 32 64 96 128] [--epochs 6] [--data-dir DIR]
+    python benchmarks/teacher_b3_cifar10.py [--quick] [--resolutions 32 64 96] [--epochs 6] [--data-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch import nn
 
 from gradsign_pl.candidates import build_model
 from gradsign_pl.data.datamodules import CIFAR10DataModule
 from gradsign_pl.modules.classification import ClassificationModule
-from gradsign_pl.modules.teacher import save_teacher
+from gradsign_pl.modules.teacher import ResizedInput, save_teacher
 from gradsign_pl.scoring.cache import append_jsonl, iter_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "timm:efficientnet_b3"
 
 
-class Resized(nn.Module):
-    """``model`` seeing its input resized to ``side`` x ``side`` (bilinear); saved without the wrapper."""
-
-    def __init__(self, model: nn.Module, side: int) -> None:
-        super().__init__()
-        self.model, self.side = model, side
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.side:
-            x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False)
-        return self.model(x)
-
-
 class CpuClock(Callback):
-    """Appends ``{epoch, val_acc, cpu_seconds}`` per validation epoch; CPU seconds accumulate across resumes."""
+    """Per validation epoch: saves the teacher's weights (``<weights>_ep<k>.pth``, a plain state_dict) and appends
+    ``{side, epoch, val_acc, cpu_seconds, weights}`` to ``path``; CPU seconds accumulate across resumes."""
 
-    def __init__(self, path: Path, side: int, offset: float) -> None:
-        self.path, self.side, self.offset, self.t0 = path, side, offset, time.process_time()
+    def __init__(self, path: Path, side: int, offset: float, weights: Path) -> None:
+        self.path, self.side, self.offset, self.weights = path, side, offset, weights
+        self.t0 = time.process_time()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         acc = trainer.callback_metrics.get("val/acc")
+        epoch = trainer.current_epoch + 1
+        weights = save_teacher(module.backbone.model, self.weights.with_name(f"{self.weights.stem}_ep{epoch}.pth"))
         append_jsonl(
             self.path,
             {
                 "side": self.side,
-                "epoch": trainer.current_epoch + 1,
+                "epoch": epoch,
                 "val_acc": None if acc is None else float(acc),
                 "cpu_seconds": self.offset + time.process_time() - self.t0,
+                "weights": str(weights),
             },
         )
+
+
+class StepClock(Callback):
+    """CPU seconds of the optimiser steps after the first ``skip`` (which pay for one-off set-up)."""
+
+    def __init__(self, skip: int = 1) -> None:
+        self.skip, self.seconds, self.steps, self.t0 = skip, 0.0, 0, 0.0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *_: object) -> None:
+        self.t0 = time.process_time()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *_: object) -> None:
+        if trainer.global_step > self.skip:
+            self.seconds += time.process_time() - self.t0
+            self.steps += 1
 
 
 def trainer_for(run: Path, *, max_epochs: int = -1, max_steps: int = -1, callbacks=(), checkpoint: bool = False):
@@ -99,34 +109,51 @@ def trainer_for(run: Path, *, max_epochs: int = -1, max_steps: int = -1, callbac
 
 def module_for(side: int) -> ClassificationModule:
     torch.manual_seed(0)
-    net = Resized(build_model(MODEL, num_classes=10, input_size=(side, side)), side)
+    net = ResizedInput(build_model(MODEL, num_classes=10, input_size=(side, side)), side)
     return ClassificationModule(net, 10, lr=2e-3, weight_decay=5e-2, label_smoothing=0.1)
 
 
-def probe(sides: list[int], steps: int, dm: CIFAR10DataModule, run: Path, log: Path) -> dict[int, dict]:
-    key = {"probe_steps": steps, "batch_size": dm.batch_size, "train_size": dm.train_size}  # what a probe depends on
+def probe(sides: list[int], budget: float, dm: CIFAR10DataModule, run: Path, log: Path) -> dict[int, dict]:
+    """Train B3 from scratch at each side for the same CPU budget (``budget`` seconds of optimiser steps, the step
+    count set from a 4-step timing so the warmup + cosine schedule runs to its end), then validate; returns
+    ``{side: {val_acc, steps, cpu_s_per_step, ...}}``. Results are appended to ``log`` keyed by what they depend on."""
+    key = {"probe_cpu_seconds": budget, "batch_size": dm.batch_size, "train_size": dm.train_size}
     done = {int(r["side"]): r for r in iter_jsonl(log, ("side",)) if all(r.get(k) == v for k, v in key.items())}
     for side in sides:
         if side in done:
             continue
+        clock = StepClock(skip=1)
+        trainer_for(run / f"probe_r{side}_timing", max_steps=4, callbacks=[clock]).fit(module_for(side), datamodule=dm)
+        per_step = clock.seconds / max(clock.steps, 1)
+        steps = max(10, int(budget / per_step))
         module = module_for(side)
-        trainer = trainer_for(run / f"probe_r{side}", max_steps=steps)
-        t0 = time.process_time()
+        clock = StepClock(skip=0)
+        trainer = trainer_for(run / f"probe_r{side}", max_steps=steps, callbacks=[clock])
         trainer.fit(module, datamodule=dm)
-        seconds = time.process_time() - t0
         val = trainer.validate(module, datamodule=dm, verbose=False)[0]
-        rec = {"side": side, **key, "val_acc": float(val["val/acc"]), "cpu_s_per_step": seconds / steps}
+        rec = {
+            "side": side,
+            **key,
+            "steps": steps,
+            "val_acc": float(val["val/acc"]),
+            "cpu_s_per_step": clock.seconds / max(clock.steps, 1),
+        }
         append_jsonl(log, rec)
         done[side] = rec
-        print(f"probe {side} px: val acc {rec['val_acc']:.4f}, {rec['cpu_s_per_step']:.2f} CPU s/step", flush=True)
+        print(
+            f"probe {side} px: {steps} steps, val acc {rec['val_acc']:.4f}, {rec['cpu_s_per_step']:.2f} CPU s/step",
+            flush=True,
+        )
     return {s: done[s] for s in sides}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sides 32, 64; 5 probe steps; 1 epoch on 256 images")
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 96, 128])
-    parser.add_argument("--probe-steps", type=int, default=60)
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64, 96])
+    parser.add_argument(
+        "--probe-cpu-seconds", type=float, default=600.0, help="CPU seconds of training per probed side (equal budget)"
+    )
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--train-size", type=int, default=16000)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -134,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", default=None, help="weights and checkpoints (default runs/teacher_b3)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.resolutions, args.probe_steps, args.epochs, args.train_size = [32, 64], 5, 1, 256
-    for name in ("probe_steps", "epochs", "train_size", "batch_size"):
+        args.resolutions, args.probe_cpu_seconds, args.epochs, args.train_size = [32, 64], 20.0, 1, 256
+    if args.probe_cpu_seconds <= 0:
+        parser.error("--probe-cpu-seconds must be > 0")
+    for name in ("epochs", "train_size", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if any(s < 32 for s in args.resolutions):
@@ -152,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         test_size=2000 if args.quick else None,
     )
 
-    probes = probe(args.resolutions, args.probe_steps, dm, run, results / "probe.jsonl")
+    probes = probe(args.resolutions, args.probe_cpu_seconds, dm, run, results / "probe.jsonl")
     side = max(probes, key=lambda s: (probes[s]["val_acc"], -s))
     print(f"training at {side} px ({settings})", flush=True)
     # everything a training depends on names its directory and curve: a changed setting never resumes another run
@@ -161,22 +190,25 @@ def main(argv: list[str] | None = None) -> int:
     past = list(iter_jsonl(curve, ("side",)))
     module = module_for(side)
     ckpt_dir = run / f"train_{tag}"
+    weights_path = run / f"efficientnet_b3_cifar10_{tag}.pth"
     last = ckpt_dir / "last.ckpt"
     trainer = trainer_for(
         ckpt_dir,
         max_epochs=args.epochs,
         checkpoint=True,
         callbacks=[
-            ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0),
-            CpuClock(curve, side, past[-1]["cpu_seconds"] if past and last.exists() else 0.0),
+            ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_train_steps=50),
+            CpuClock(curve, side, past[-1]["cpu_seconds"] if past and last.exists() else 0.0, weights_path),
         ],
     )
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
     test = trainer.test(module, datamodule=dm, verbose=False)[0]
-    weights = save_teacher(module.backbone.model, run / f"efficientnet_b3_cifar10_{tag}.pth")
+    weights = save_teacher(module.backbone.model, weights_path)
     summary = {
         "tag": tag,
-        "command": "python benchmarks/teacher_b3_cifar10.py" + (" --quick" if args.quick else ""),
+        "command": shlex.join(
+            ["python", "benchmarks/teacher_b3_cifar10.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "model": MODEL,
         "side": side,
         "probes": list(probes.values()),

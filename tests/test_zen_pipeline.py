@@ -166,7 +166,11 @@ def test_teacher_is_trained_first_when_the_checkpoint_is_missing_and_a_baseline_
     names = [json.loads(line)["name"] for line in (tmp_path / "run" / "trained.jsonl").read_text().splitlines()]
     assert [n.split("-")[0] for n in names] == ["zen#1", "zen#1"] and names[1].endswith(" (no teacher)")
     markdown = (tmp_path / "run" / "report.md").read_text()
-    assert "trained by this recipe" in markdown and names[1] in markdown
+    assert "trained by this recipe" in markdown and names[1] in markdown and "at 32 px" in markdown
+    student, alone = (
+        json.loads(line)["test_acc"] for line in (tmp_path / "run" / "trained.jsonl").read_text().splitlines()
+    )
+    assert f"Lift: **{100 * (student - alone):+.2f} points** of test accuracy for `{names[0]}`" in markdown
     # the baseline is the same DistillationModule without a teacher (same optimiser, schedule and loss otherwise)
     baseline_hparams = yaml.safe_load(
         next((tmp_path / "run" / "train").glob("*no_teacher*/*/lightning_logs/*/hparams.yaml")).read_text()

@@ -328,7 +328,7 @@ def plan_run(cli: GradSignFitCLI) -> Plan:
     _check_module_class(module_class, distill)
     _check_module_args(module_class, module_args, int(dm.num_classes))
     if distill is not None and not cfg.score_only:
-        distill.check(image_size=int(dm.image_size))  # before hours of search: a buildable teacher, local weights
+        distill.check()  # before hours of search: a buildable teacher, local weights
     if triage.strategy == "halving":
         from gradsign_pl.fidelity import get_signal
         from gradsign_pl.halving import plan_rungs
@@ -513,6 +513,8 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
         if plan.distill is not None:
             distill = plan.distill
 
+            teacher_identity = run_identity(None, recipe, {"teacher_stage": distill.teacher_stage_settings()})
+
             def train_teacher(net: Any, name: str) -> dict[str, Any]:
                 return train_candidate(
                     None,
@@ -520,12 +522,14 @@ def run_fit(cli: GradSignFitCLI, plan: Plan, command: str) -> int:
                     run_dir / "train",
                     name=name,
                     backbone=net,
-                    identity=run_identity(None, recipe, {"teacher_stage": distill.teacher}),
+                    identity=teacher_identity,
                     module_factory=teacher_module(plan, dm.num_classes),
                     trainer_overrides={"max_epochs": distill.train_teacher_epochs},
                 )
 
-            teacher, sections["distillation"] = prepare_teacher(distill, dm, train_teacher, write=writer)
+            teacher, sections["distillation"] = prepare_teacher(
+                distill, dm, train_teacher, identity=teacher_identity, write=writer
+            )
         jobs = [(row.name, by_name[row.name], teacher) for row in ranking.kept]
         if teacher is not None and plan.distill is not None and plan.distill.baseline and ranking.kept:
             best = ranking.kept[0].name

@@ -153,9 +153,9 @@ class DistillOptions:
     baseline: bool = True
     trust_checkpoint: bool = False
 
-    def check(self, image_size: int | None = None) -> None:
+    def check(self) -> None:
         """Fail before any search or training when the teacher cannot be had (bad spec, no local weights, bad
-        options); ``image_size`` is the data's, against which a teacher trained here is checked."""
+        options)."""
         from gradsign_pl.candidates import candidate
 
         try:
@@ -189,13 +189,15 @@ class DistillOptions:
                 "distill.checkpoint to a local file, or set distill.train_teacher_epochs > 0 to train the teacher "
                 "on this recipe's data first"
             )
-        to_train = not Path(self.checkpoint).exists()
-        if to_train and image_size is not None and self.teacher_resolution not in (None, image_size):
-            raise ValueError(
-                f"distill.train_teacher_epochs trains the teacher at the data's resolution ({image_size} px) but "
-                f"distill.teacher_resolution is {self.teacher_resolution}; set teacher_resolution: null or supply a "
-                "teacher checkpoint trained at that resolution"
-            )
+
+    def teacher_stage_settings(self) -> dict[str, Any]:
+        """What a teacher trained by the recipe depends on, beyond the recipe's data, trainer and seed."""
+        return {
+            "teacher": self.teacher,
+            "train_teacher_epochs": self.train_teacher_epochs,
+            "teacher_hparams": dict(self.teacher_hparams or {}),
+            "teacher_resolution": self.teacher_resolution,
+        }
 
     def module_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``DistillationModule`` that come from this section."""
@@ -322,26 +324,39 @@ def run_search(
 
 
 def prepare_teacher(
-    options: DistillOptions, datamodule: Any, train: Any, *, write: bool = True
+    options: DistillOptions, datamodule: Any, train: Any, *, identity: str | None = None, write: bool = True
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The frozen teacher: loaded from ``options.checkpoint``, or trained first when missing and allowed.
 
     ``train(backbone, name) -> record`` trains a network with the recipe's trainer (gradsign-fit passes its
-    candidate trainer) and returns its record; the teacher stage trains at the data's resolution. Under DDP every
-    rank trains the teacher in step and keeps its (identical) weights in memory; only the writer (rank 0) saves the
-    checkpoint: first its ``.json`` record, then the weights, renamed into place, so an interrupted save leaves no
-    file that looks finished.
+    candidate trainer) and returns its record. The teacher stage trains at ``options.teacher_resolution`` (the
+    recipe's batches resized by :class:`~gradsign_pl.modules.teacher.ResizedInput`; the data's own size when unset).
+    ``identity`` names everything that trained teacher depends on (gradsign-fit: the recipe's settings and
+    :meth:`DistillOptions.teacher_stage_settings`); it is stored in the checkpoint's ``.json`` record, and a
+    checkpoint this recipe trained under another identity is trained again (and says so) instead of reused. A
+    checkpoint without that record (the user's own weights) is always loaded as it is. Under DDP every rank trains
+    the teacher in step and keeps its (identical) weights in memory; only the writer (rank 0) saves the checkpoint:
+    first its ``.json`` record, then the weights, renamed into place, so an interrupted save leaves no file that
+    looks finished.
     """
     from gradsign_pl.candidates import candidate
-    from gradsign_pl.modules.teacher import load_teacher, save_teacher
+    from gradsign_pl.modules.teacher import ResizedInput, load_teacher, save_teacher
 
+    options.check()
     size = int(datamodule.image_size)
-    options.check(image_size=size)
+    side = options.teacher_resolution or size
     path = Path(str(options.checkpoint))
     info_path = path.with_name(path.name + ".json")
     num_classes, in_chans = int(datamodule.num_classes), int(datamodule.in_chans)
-    if path.exists():
-        side = options.teacher_resolution or size
+    stale = ""
+    if path.exists() and info_path.exists() and identity is not None and options.train_teacher_epochs > 0:
+        before = json.loads(info_path.read_text()).get("identity")
+        if before != identity:
+            stale = (
+                f"{path} was trained by this recipe under other settings "
+                f"(identity {str(before)[:10]}, now {identity[:10]})"
+            )
+    if path.exists() and not stale:
         teacher = load_teacher(
             options.teacher,
             path,
@@ -351,17 +366,26 @@ def prepare_teacher(
             trust_checkpoint=options.trust_checkpoint,
         )
     else:
-        teacher = candidate(options.teacher).build(num_classes=num_classes, in_chans=in_chans, input_size=(size, size))
+        teacher = candidate(options.teacher).build(num_classes=num_classes, in_chans=in_chans, input_size=(side, side))
         print(
-            f"training the teacher {options.teacher} for {options.train_teacher_epochs} epoch(s); it is saved to {path}"
+            (f"teacher: {stale}; training it again. " if stale else "")
+            + f"training the teacher {options.teacher} for {options.train_teacher_epochs} epoch(s) at {side} px; "
+            f"it is saved to {path}"
         )
-        record = train(teacher, f"teacher {options.teacher}")
+        record = train(teacher if side == size else ResizedInput(teacher, side), f"teacher {options.teacher}")
         if record.get("status") != "trained":
             raise RuntimeError(f"training the teacher failed: {record.get('error')}")
         if write:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = info_path.with_name(f".{info_path.name}.tmp")
-            tmp.write_text(json.dumps({**record, "model": options.teacher, "checkpoint": str(path)}, indent=2))
+            info = {
+                **record,
+                "model": options.teacher,
+                "checkpoint": str(path),
+                "resolution": side,
+                "identity": identity,
+            }
+            tmp.write_text(json.dumps(info, indent=2))
             os.replace(tmp, info_path)
             save_teacher(teacher, path)
         teacher.eval().requires_grad_(False)
@@ -370,5 +394,6 @@ def prepare_teacher(
         "model": options.teacher,
         "checkpoint": str(path),
         "test_acc": info.get("test_acc"),
+        "resolution": side,
         "trained_here": bool(info),
     }

@@ -21,6 +21,7 @@ import torchmetrics
 from torch import Tensor, nn
 
 from gradsign_pl.modules.classification import ClassificationModule, check_optimiser_options
+from gradsign_pl.modules.teacher import resize_square
 
 __all__ = ["DistillationModule", "soft_cross_entropy"]
 
@@ -340,9 +341,7 @@ class DistillationModule(ClassificationModule):
     def _teacher_forward(self, x: Tensor, features: bool) -> tuple[Tensor, list[Tensor] | None]:
         """Teacher logits (and the hooked stage maps) for the batch ``x`` (resized to ``teacher_resolution``)."""
         assert self.teacher is not None
-        res = self.hparams.teacher_resolution
-        if res is not None and tuple(x.shape[-2:]) != (res, res):
-            x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+        x = resize_square(x, self.hparams.teacher_resolution)
         captured: dict[str, Tensor] = {}
         handles = []
         if features:

@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradsign_pl.candidates import candidate
 
-__all__ = ["load_teacher", "save_teacher"]
+__all__ = ["ResizedInput", "load_teacher", "resize_square", "save_teacher"]
 
 STRIP_PREFIXES = ("module.", "backbone.", "model.")
 """Key prefixes that :func:`load_teacher` may strip (up to two, in any order) to match the architecture's keys."""
@@ -54,6 +55,31 @@ _HOW_TO_TRAIN = (
     "pass its Lightning checkpoint, or save its backbone with "
     "gradsign_pl.modules.teacher.save_teacher(module.backbone, path)) or point checkpoint to a local file"
 )
+
+
+def resize_square(x: Tensor, side: int | None) -> Tensor:
+    """The image batch ``x`` (``N, C, H, W``) resized to ``side`` x ``side`` pixels (bilinear, ``align_corners=False``);
+    ``x`` itself when ``side`` is ``None`` or already its size. How a teacher sees a batch at its own resolution."""
+    if side is None or tuple(x.shape[-2:]) == (side, side):
+        return x
+    return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+
+
+class ResizedInput(nn.Module):
+    """``model`` seeing every input through :func:`resize_square` at ``side`` pixels: a teacher trained at its
+    ``teacher_resolution`` on smaller images (e.g. EfficientNet-B3 at 64 px on 32 px CIFAR-10), so the data pipeline
+    and its augmentation stay those of every other run. Save ``wrapper.model`` (the weights carry no prefix); a
+    :class:`~gradsign_pl.modules.DistillationModule` with the same ``teacher_resolution`` then feeds it the same
+    resized batch."""
+
+    def __init__(self, model: nn.Module, side: int) -> None:
+        super().__init__()
+        if not isinstance(side, int) or side < 1:
+            raise ValueError(f"side must be a positive int (pixels), got {side!r}")
+        self.model, self.side = model, side
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(resize_square(x, self.side))
 
 
 def save_teacher(model: nn.Module, path: str | Path) -> Path:

@@ -4,6 +4,7 @@ full unpickler needs trust_checkpoint=True (and warns), and the forms a timm / L
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import warnings
@@ -307,3 +308,54 @@ def test_the_imagenet_recipes_b3_teacher_loads_from_every_form_and_predicts_as_s
     x = torch.randn(2, 3, 320, 320, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(teacher.eval()(x), reference.eval()(x))
+
+
+# --------------------------------------------------------------------------- a teacher trained by the recipe
+
+
+def test_resized_input_feeds_the_model_its_side_and_saves_without_a_prefix():
+    from gradsign_pl.modules.teacher import ResizedInput
+
+    seen = []
+    inner = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    inner.register_forward_hook(lambda _m, inp, _o: seen.append(tuple(inp[0].shape)))
+    wrapped = ResizedInput(inner, 48)
+    x = torch.randn(2, 3, 32, 32)
+    out = wrapped(x)
+    expected = inner(torch.nn.functional.interpolate(x, size=(48, 48), mode="bilinear", align_corners=False))
+    assert seen[0] == (2, 3, 48, 48) and torch.equal(out, expected)
+    assert set(wrapped.model.state_dict()) == {"0.weight", "0.bias"}
+    with pytest.raises(ValueError, match="side must be a positive int"):
+        ResizedInput(inner, 0)
+
+
+def test_teacher_stage_trains_at_teacher_resolution_and_retrains_when_its_settings_change(tmp_path, capsys):
+    data = SimpleNamespace(image_size=32, num_classes=3, in_chans=3)
+    path = tmp_path / "teacher.pth"
+    options = DistillOptions(teacher=TEACHER, checkpoint=str(path), train_teacher_epochs=1, teacher_resolution=64)
+    calls = []
+
+    def train(backbone, name):  # what gradsign-fit's trainer sees: 32 px batches in, the teacher gets 64 px
+        seen = []
+        handle = backbone.model.register_forward_pre_hook(lambda _m, inp: seen.append(tuple(inp[0].shape)))
+        backbone(torch.randn(2, 3, 32, 32))
+        handle.remove()
+        calls.append((name, seen[0]))
+        return {"status": "trained", "test_acc": 0.5}
+
+    teacher, info = prepare_teacher(options, data, train, identity="a" * 64)
+    assert calls == [(f"teacher {TEACHER}", (2, 3, 64, 64))]
+    assert info["resolution"] == 64 and info["test_acc"] == 0.5 and info["trained_here"]
+    record = json.loads(path.with_name("teacher.pth.json").read_text())
+    assert record["identity"] == "a" * 64 and record["resolution"] == 64
+    loaded = load_teacher(TEACHER, path, num_classes=3)  # saved without the resizing wrapper
+    assert_same_weights(loaded, teacher)
+
+    prepare_teacher(options, data, train, identity="a" * 64)  # same settings: loaded, not trained
+    assert len(calls) == 1
+    prepare_teacher(options, data, train, identity="b" * 64)  # e.g. more teacher epochs: trained again, and said
+    assert len(calls) == 2 and "under other settings (identity aaaaaaaaaa, now bbbbbbbbbb)" in capsys.readouterr().out
+
+    path.with_name("teacher.pth.json").unlink()  # the user's own weights (no record): always loaded as they are
+    prepare_teacher(options, data, train, identity="c" * 64)
+    assert len(calls) == 2

@@ -1,0 +1,274 @@
+"""Does distillation lift the Zen student? Teacher accuracy against lift, 2 seeds, logit KD and the feature term.
+
+The student is the structure ``recipes/zen_cifar10.yaml``'s search keeps (``--structure``; default: the best
+structure in ``<recipe run_dir>/search/best_structure.txt``, so run the recipe first, or pass one). Every condition
+trains that student with the recipe's own data, model, optimiser and trainer sections (equal epochs and data),
+through ``gradsign-fit`` itself, in its own run directory ``<--run>/<condition>_s<seed>`` (each resumable: a
+finished training is reused only under identical settings). The conditions:
+
+- ``none``: the student alone (``DistillationModule`` without a teacher: the same loss, optimiser and schedule);
+- ``b3``: logit KD from the EfficientNet-B3 teacher of ``benchmarks/teacher_b3_cifar10.py`` (its latest
+  ``benchmarks/results/teacher_b3/summary_*.json`` names the weights and the resolution it was trained at, passed
+  as ``distill.checkpoint`` / ``distill.teacher_resolution``), and ``b3_feat``: the same plus the feature term
+  (``feature_weight`` ``--feature-weight``);
+- ``b3_ep<k>``: logit KD from that teacher's weights after epoch ``k`` (``--b3-epochs``), the lower-accuracy points
+  of the teacher-accuracy vs lift curve;
+- ``r18`` / ``r18_feat``: the control, a ``timm:resnet18`` teacher trained by the recipe itself (4 epochs at 32 px,
+  the recipe's data), logit KD and with the feature term.
+
+Each condition runs for every ``--seeds`` value (``seed_everything``: weights and data order). Results -- one record
+per condition and seed with the teacher's test accuracy, the student's, the training seconds -- are appended to
+``benchmarks/results/zen_lift/results.jsonl`` as they finish, and the page ``docs/results/zen_distill.md`` (with
+``zen_distill_lift.png``: lift against teacher accuracy) is rewritten from them: per condition the mean student
+accuracy over the seeds, its lift over ``none`` (mean, and the two seeds' lifts), and the cost.
+
+    python benchmarks/zen_distill_lift.py [--seeds 0 1] [--conditions none b3 ...] [--jobs 2] [--data-dir DIR]
+    python benchmarks/zen_distill_lift.py --quick     # 1 epoch on 512 images, conditions none and r18, seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from gradsign_pl.scoring.cache import append_jsonl, iter_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "zen_cifar10.yaml"
+RESULTS = ROOT / "benchmarks" / "results" / "zen_lift"
+CONDITIONS = ("none", "b3", "b3_feat", "r18", "r18_feat")
+
+
+def latest_b3_teacher(results: Path) -> dict[str, Any] | None:
+    """The newest finished ``teacher_b3_cifar10.py`` run: ``{weights, side, test_acc, curve, ...}`` or ``None``."""
+    summaries = sorted(results.glob("summary_*.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(summaries[-1].read_text()) if summaries else None
+
+
+def condition_recipe(base: dict[str, Any], condition: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe of one condition: the base recipe's data/model/trainer, the fixed student, this teacher."""
+    recipe = {k: v for k, v in base.items() if k not in ("search", "distill", "run_dir", "candidates", "triage")}
+    recipe["seed_everything"] = seed
+    recipe["run_dir"] = str(Path(args.run) / f"{condition}_s{seed}")
+    recipe["candidates"] = [{"model": f"zen:{args.structure}", "name": "zen-student"}]
+    recipe["triage"] = {"proxies": ["params"], "top_k": 1}
+    if args.quick:
+        recipe["trainer"] = {**recipe["trainer"], "max_epochs": 1}
+        recipe["data"] = {**recipe["data"], "init_args": {**recipe["data"]["init_args"], "train_size": 512}}
+    if args.data_dir:
+        recipe["data"]["init_args"] = {**recipe["data"]["init_args"], "root": args.data_dir}
+    if condition == "none":
+        return recipe
+    family, _, variant = condition.partition("_")
+    distill: dict[str, Any] = {"temperature": 1.0, "kd_weight": 1.0, "baseline": False}
+    if family == "r18":
+        distill.update(
+            teacher="timm:resnet18",
+            checkpoint=str(Path(args.run) / "teachers" / ("resnet18_quick.pth" if args.quick else "resnet18.pth")),
+            train_teacher_epochs=4 if not args.quick else 1,
+            teacher_hparams={"optimizer": "adamw", "lr": 0.002},
+        )
+    else:
+        b3 = args.b3
+        if b3 is None:
+            raise SystemExit(
+                f"condition {condition}: no EfficientNet-B3 teacher in {args.teacher_results}; run "
+                "benchmarks/teacher_b3_cifar10.py first (it writes summary_*.json there)"
+            )
+        weights = b3["weights"]
+        if variant.startswith("ep"):
+            epoch = int(variant[2:])
+            weights = next((r["weights"] for r in b3["curve"] if r["epoch"] == epoch), None)
+            if weights is None:
+                raise SystemExit(f"condition {condition}: the B3 teacher has no weights after epoch {epoch}")
+        distill.update(teacher="timm:efficientnet_b3", checkpoint=weights, teacher_resolution=int(b3["side"]))
+    if variant == "feat":
+        distill["feature_weight"] = args.feature_weight
+    recipe["distill"] = distill
+    return recipe
+
+
+def run_condition(base: dict[str, Any], condition: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or resume) one condition with gradsign-fit; its result record."""
+    recipe = condition_recipe(base, condition, seed, args)
+    run_dir = Path(recipe["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    with open(run_dir / "gradsign-fit.log", "a") as log:
+        done = subprocess.run(
+            [sys.executable, "-m", "gradsign_pl.cli.fit", "--config", str(path)], stdout=log, stderr=log, env=env
+        )
+    if done.returncode != 0:
+        return {"condition": condition, "seed": seed, "status": "failed", "log": str(run_dir / "gradsign-fit.log")}
+    report = json.loads((run_dir / "report.json").read_text())
+    trained = [r for r in iter_jsonl(run_dir / "trained.jsonl", ("name",)) if r["name"] == "zen-student"]
+    student = trained[-1]
+    teacher = report.get("distillation") or {}
+    teacher_acc = teacher.get("test_acc")
+    if teacher_acc is None and condition.startswith("b3"):  # weights from the teacher benchmark: its own record
+        b3 = args.b3
+        variant = condition.partition("_")[2]
+        if variant.startswith("ep"):
+            teacher_acc = next(r["val_acc"] for r in b3["curve"] if r["epoch"] == int(variant[2:]))
+        else:
+            teacher_acc = b3["test_acc"]
+    return {
+        "condition": condition,
+        "seed": seed,
+        "status": student.get("status"),
+        "structure": args.structure,
+        "teacher": teacher.get("model"),
+        "teacher_resolution": teacher.get("resolution"),
+        "teacher_acc": teacher_acc,
+        "test_acc": student.get("test_acc"),
+        "val_acc": student.get("val_acc"),
+        "seconds": student.get("seconds"),
+        "identity": student.get("identity"),
+        "epochs": recipe["trainer"]["max_epochs"],
+        "train_size": recipe["data"]["init_args"].get("train_size"),
+    }
+
+
+def write_page(records: list[dict[str, Any]], out: Path, command: str) -> None:
+    """docs/results/zen_distill.md and its plot, from every finished record."""
+    ok = [r for r in records if r.get("status") == "trained" and r.get("test_acc") is not None]
+    by: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in ok:
+        by.setdefault(r["condition"], {})[int(r["seed"])] = r  # the latest record of a (condition, seed) wins
+    base = by.get("none", {})
+    lines = [
+        "# Distilling the Zen student: teacher accuracy against lift",
+        "",
+        f"Generated by `{command}` (`benchmarks/zen_distill_lift.py`); CPU: 2 cores, no GPU. Student: the structure "
+        "`recipes/zen_cifar10.yaml` searched, trained with that recipe's data, optimiser and epochs in every row; "
+        "lift = student accuracy with the teacher minus without it, per seed (same seed = same weights and data "
+        "order), then averaged. Teacher accuracy: the final teacher's test accuracy; for `b3_ep<k>` (B3's weights "
+        "after epoch k) its validation accuracy on 1000 held-out training images.",
+        "",
+        "| condition | teacher | teacher acc (%) | seeds | student test acc (%) per seed | mean | lift (points) "
+        "per seed | mean lift | train s (mean) |",
+        "|---|---|---:|---|---|---:|---|---:|---:|",
+    ]
+    points = []
+    for condition in sorted(by, key=lambda c: (c != "none", c)):
+        runs = by[condition]
+        seeds = sorted(runs)
+        accs = [100 * runs[s]["test_acc"] for s in seeds]
+        lifts = [100 * (runs[s]["test_acc"] - base[s]["test_acc"]) for s in seeds if s in base]
+        teacher_acc = runs[seeds[0]].get("teacher_acc")
+        mean_lift = float(np.mean(lifts)) if lifts and condition != "none" else None
+        if mean_lift is not None and teacher_acc is not None:
+            points.append((100 * teacher_acc, mean_lift, lifts, condition))
+        lines.append(
+            f"| {condition} | {runs[seeds[0]].get('teacher') or 'none'}"
+            + (f" @ {runs[seeds[0]]['teacher_resolution']} px" if runs[seeds[0]].get("teacher_resolution") else "")
+            + f" | {'' if teacher_acc is None else f'{100 * teacher_acc:.2f}'} | {seeds} | "
+            + ", ".join(f"{a:.2f}" for a in accs)
+            + f" | {np.mean(accs):.2f} | "
+            + ("" if condition == "none" else ", ".join(f"{x:+.2f}" for x in lifts))
+            + f" | {'' if mean_lift is None else f'{mean_lift:+.2f}'} | "
+            + f"{np.mean([runs[s].get('seconds') or np.nan for s in seeds]):.0f} |"
+        )
+    failed = [r for r in records if r.get("status") != "trained"]
+    if failed:
+        lines += ["", "Failed runs (see their logs): " + ", ".join(f"{r['condition']} s{r['seed']}" for r in failed)]
+    out.mkdir(parents=True, exist_ok=True)
+    if points:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
+        for acc, lift, lifts, condition in points:
+            ax.errorbar(acc, lift, yerr=[[lift - min(lifts)], [max(lifts) - lift]], fmt="o", capsize=3)
+            ax.annotate(condition, (acc, lift), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel("teacher test accuracy (%)")
+        ax.set_ylabel("lift of the student (points, mean and range of seeds)")
+        ax.set_title("Zen student on CIFAR-10: distillation lift")
+        fig.tight_layout()
+        fig.savefig(out / "zen_distill_lift.png")
+        plt.close(fig)
+        lines += ["", "![lift against teacher accuracy](zen_distill_lift.png)"]
+    (out / "zen_distill.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(RECIPE))
+    parser.add_argument("--structure", default=None, help="the student (default: the recipe's searched best)")
+    parser.add_argument("--conditions", nargs="+", default=None, help=f"default {list(CONDITIONS)}")
+    parser.add_argument("--b3-epochs", type=int, nargs="*", default=[], help="also distil from B3 after these epochs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1")
+    parser.add_argument("--feature-weight", type=float, default=1.0)
+    parser.add_argument("--jobs", type=int, default=1, help="conditions run side by side (one core each is sane)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP threads per gradsign-fit")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--run", default=None, help="run directories (default runs/zen_lift)")
+    parser.add_argument(
+        "--teacher-results",
+        default=str(RESULTS.parent / "teacher_b3"),
+        help="where teacher_b3_cifar10.py wrote its summary_*.json (its --quick run: runs/teacher_b3_quick/results)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 epoch on 512 images; by default conditions none and r18, seed 0"
+    )
+    args = parser.parse_args(argv)
+    argv_used = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "benchmarks/zen_distill_lift.py", *argv_used])
+    args.conditions = args.conditions or (["none", "r18"] if args.quick else list(CONDITIONS))
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1])
+    conditions = list(args.conditions) + [f"b3_ep{k}" for k in args.b3_epochs]
+    for c in conditions:
+        family, _, variant = c.partition("_")
+        if family not in ("none", "b3", "r18") or (variant not in ("", "feat") and not variant.startswith("ep")):
+            parser.error(f"unknown condition {c!r}; choose from {list(CONDITIONS)} (and --b3-epochs K for b3_epK)")
+    if args.jobs < 1 or args.threads < 1:
+        parser.error("--jobs and --threads must be >= 1")
+    base = yaml.safe_load(Path(args.recipe).read_text())
+    if args.structure is None:
+        best = ROOT / base.get("run_dir", "runs/zen_cifar10") / "search" / "best_structure.txt"
+        if not best.is_file():
+            parser.error(f"no --structure and no searched one at {best}: run gradsign-fit --config {args.recipe} first")
+        args.structure = best.read_text().strip()
+    args.run = args.run or str(ROOT / "runs" / ("zen_lift_quick" if args.quick else "zen_lift"))
+    args.b3 = latest_b3_teacher(Path(args.teacher_results))
+    results = Path(args.run) / "results.jsonl" if args.quick else RESULTS / "results.jsonl"
+    out = Path(args.run) if args.quick else ROOT / "docs" / "results"
+    # the r18 teacher is trained by the first r18 run: run those first, one at a time, so two never train it at once
+    jobs = [(c, s) for c in conditions for s in args.seeds]
+    first = [j for j in jobs if j[0].startswith("r18")][:1]
+    rest = [j for j in jobs if j not in first]
+
+    def one(job: tuple[str, int]) -> None:
+        record = run_condition(base, job[0], job[1], args)
+        append_jsonl(results, record)
+        acc = record.get("test_acc")
+        print(
+            f"{job[0]} seed {job[1]}: {record['status']}" + ("" if acc is None else f", {100 * acc:.2f}%"), flush=True
+        )
+
+    for job in first:
+        one(job)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, rest))
+    write_page(list(iter_jsonl(results, ("condition",))), out, command)
+    print(f"page: {out / 'zen_distill.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
