@@ -32,7 +32,7 @@ from gradsign_pl.data.batches import load_batch
 from gradsign_pl.executors import create_executor
 from gradsign_pl.proxies import batch_fingerprint
 from gradsign_pl.scoring.agreement import rank_agreement
-from gradsign_pl.scoring.cache import ScoreCache
+from gradsign_pl.scoring.cache import ScoreCache, append_jsonl, iter_jsonl
 from gradsign_pl.spaces import create_space
 from gradsign_pl.studies.correlation import score_archs
 
@@ -88,11 +88,16 @@ def main(argv: list[str] | None = None) -> int:
             space, todo, args.proxies, x, y, cache, dataset=DATASET, seed=SEED, device=device,
             progress=advance, executor=engine,
         )  # fmt: skip
-    report(space, order, args.proxies, ScoreCache.read(out), out if args.quick else ROOT / "docs" / "results")
+        if todo:  # measured throughput of this session (wall clock, all workers), for the cost section
+            append_jsonl(
+                out / "sessions.jsonl",
+                {"archs": len(todo), "wall_seconds": time.perf_counter() - t0, "executor": repr(engine)},
+            )
+    report(space, order, args.proxies, ScoreCache.read(out), out if args.quick else ROOT / "docs" / "results", out)
     return 0
 
 
-def report(space, order: list[int], proxies: list[str], cache: ScoreCache, out: Path) -> None:
+def report(space, order: list[int], proxies: list[str], cache: ScoreCache, out: Path, scores: Path) -> None:
     accuracy = space.accuracy(DATASET)
     scored = [i for i in order if all((i, p) in cache for p in proxies)]
     first = [i for i in order[:SAMPLED] if i in set(scored)]
@@ -123,6 +128,8 @@ def report(space, order: list[int], proxies: list[str], cache: ScoreCache, out: 
         "complete": complete,
         "seconds_per_arch": per_arch,
         "remaining_hours_by_workers": {n: remaining * per_arch / n / 3600 for n in WORKERS},
+        "whole_space_hours_by_workers": {n: len(order) * per_arch / n / 3600 for n in WORKERS},
+        "sessions": list(iter_jsonl(scores / "sessions.jsonl", ("archs",))),
         "proxies": rows,
         "settings": {"dataset": DATASET, "batch": BATCH, "seed": SEED, "cache": "benchmarks/results/nb201_full"},
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()},
@@ -176,15 +183,60 @@ def report(space, order: list[int], proxies: list[str], cache: ScoreCache, out: 
         "| workers | " + " | ".join(str(n) for n in WORKERS) + " |",
         "| --- | " + " | ".join("---" for _ in WORKERS) + " |",
         "| hours left | " + " | ".join(f"{h:.2f}" for h in payload["remaining_hours_by_workers"].values()) + " |",
+        "| hours, whole space | "
+        + " | ".join(f"{h:.2f}" for h in payload["whole_space_hours_by_workers"].values())
+        + " |",
         "",
+    ]
+    if payload["sessions"]:
+        lines += [
+            "Measured wall clock of the runs that scored the space (all workers together; `sessions.jsonl`, written "
+            "by the script since this record was added):",
+            "",
+            "| archs | wall s | archs / min | executor |",
+            "| ---: | ---: | ---: | --- |",
+        ]
+        for r in payload["sessions"]:
+            rate = 60 * r["archs"] / r["wall_seconds"] if r["wall_seconds"] else math.nan
+            lines.append(f"| {r['archs']} | {r['wall_seconds']:.0f} | {rate:.1f} | {r['executor']} |")
+        lines.append("")
+    lines += [
         "Run it on a cluster: `ray start --head` on one machine, `ray start --address=<head>:6379` on the others, "
         "then `RAY_ADDRESS=<head>:6379 python benchmarks/nb201_full_space.py --executor ray` (docs/distributed.md).",
         "",
     ]
     out.mkdir(parents=True, exist_ok=True)
+    sampled_md = out / "nb201.md"
+    if sampled_md.is_file():  # the sampled study's page carries the whole-space numbers beside its own
+        text = sampled_md.read_text()
+        begin, end = text.find(BEGIN), text.find(END)
+        if begin >= 0 and end > begin:
+            sampled_md.write_text(text[:begin] + whole_space_summary(payload) + text[end + len(END) :])
     (out / "nb201_full.md").write_text("\n".join(lines))
     (out / "nb201_full.json").write_text(json.dumps(payload, indent=1) + "\n")
     print("\n".join(lines[6:]))
+
+
+BEGIN, END = "<!-- whole-space:begin -->", "<!-- whole-space:end -->"
+
+
+def whole_space_summary(payload: dict) -> str:
+    """The paragraph docs/results/nb201.md carries about the whole space (between ``BEGIN`` / ``END`` markers, which
+    this script rewrites and ``nb201_correlation.py`` renders from ``nb201_full.json``)."""
+    rows = {r["proxy"]: r["scored"] for r in payload["proxies"]}
+    cells = ", ".join(f"{p} rho {r['rho']:.3f} / tau {r['tau']:.3f}" for p, r in rows.items())
+    if payload["complete"]:
+        head = f"**The whole space** (all {payload['space_size']} archs, CIFAR-10, same protocol): {cells}."
+    else:
+        head = (
+            f"The whole {payload['space_size']}-arch CIFAR-10 space is being scored resumably through the executors: "
+            f"{payload['scored']} done so far ({cells} over those; not full-space numbers)."
+        )
+    return (
+        f"{BEGIN}\n{head} Cost per arch, the projection for N workers and the first-1000 check: "
+        f"[nb201_full.md](nb201_full.md). The newer proxies (ZiCo, MeCo, AZ-NAS) on the sampled archs, against their "
+        f"authors' numbers and beside our best ensemble: [nb201_newer.md](nb201_newer.md).\n{END}"
+    )
 
 
 if __name__ == "__main__":
