@@ -14,7 +14,8 @@ finished training is reused only under identical settings). The conditions:
 - ``b3_ep<k>``: logit KD from that teacher's weights after epoch ``k`` (``--b3-epochs``), the lower-accuracy points
   of the teacher-accuracy vs lift curve;
 - ``r18`` / ``r18_feat``: the control, a ``timm:resnet18`` teacher trained by the recipe itself (4 epochs at 32 px,
-  the recipe's data), logit KD and with the feature term.
+  the recipe's data, under the first seed; every seed distils from that one teacher), logit KD and with the
+  feature term.
 
 Each condition runs for every ``--seeds`` value (``seed_everything``: weights and data order). Results -- one record
 per condition and seed with the teacher's test accuracy, the student's, the training seconds -- are appended to
@@ -75,7 +76,9 @@ def condition_recipe(base: dict[str, Any], condition: str, seed: int, args: argp
         distill.update(
             teacher="timm:resnet18",
             checkpoint=str(Path(args.run) / "teachers" / ("resnet18_quick.pth" if args.quick else "resnet18.pth")),
-            train_teacher_epochs=4 if not args.quick else 1,
+            # trained once, under the first seed (the recipe's teacher identity includes the seed); the other seeds
+            # load that same file as given weights (0 epochs), so every seed distils from one teacher
+            train_teacher_epochs=(1 if args.quick else 4) if seed == args.seeds[0] else 0,
             teacher_hparams={"optimizer": "adamw", "lr": 0.002},
         )
     else:

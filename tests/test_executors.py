@@ -46,6 +46,8 @@ def test_bad_executors_are_refused_with_the_fix():
         ({"num_cpus": 0}, "num_cpus must be > 0"),
         ({"num_gpus": -1}, "num_gpus must be >= 0"),
         ({"max_retries": -1}, "max_retries must be an integer >= 0"),
+        ({"max_calls": -1}, "max_calls must be an integer >= 0"),
+        ({"max_calls": 1.5}, "max_calls must be an integer >= 0"),
         ({"max_in_flight": 0}, "max_in_flight must be >= 1"),
         ({"threads": 0}, "threads must be >= 1"),
     ]:
@@ -98,6 +100,18 @@ def test_ray_retries_a_killed_worker_and_keeps_exception_types(ray_cluster, tmp_
         list(RayExecutor(max_retries=0).map(_die_once, [1], shared={"marker_dir": str(tmp_path)}))
     with pytest.raises(ValueError, match="bad item 7"):
         list(RayExecutor().map(_raise, [7]))
+
+
+def _pid(item):
+    return os.getpid()
+
+
+@needs_ray
+def test_ray_replaces_a_worker_process_after_max_calls_tasks(ray_cluster):
+    pids = [pid for _, pid in RayExecutor(max_calls=1, max_in_flight=1).map(_pid, list(range(4)))]
+    assert len(set(pids)) == 4  # a fresh process for every task: memory grown in one never reaches the next
+    pids = [pid for _, pid in RayExecutor(max_calls=0, max_in_flight=1).map(_pid, list(range(4)))]
+    assert len(set(pids)) <= 2  # never replaced: the instance's (at most 2) idle workers run them all
 
 
 CANDIDATES = {
