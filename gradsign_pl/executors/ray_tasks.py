@@ -59,9 +59,9 @@ class RayExecutor:
         num_gpus: GPUs each task reserves (``None``: 1 when the cluster has GPUs, else 0).
         max_retries: times a task is rerun after its worker process died (>= 0).
         max_calls: tasks one worker process runs before Ray replaces it with a fresh one (Ray's ``max_calls``;
-            0: never). Bounds memory that grows across tasks in a long-lived worker (measured here: one worker
-            scoring NB-201 archs grew past 12 GB of resident memory within an hour without it); a fresh process
-            costs a few seconds of imports, and results do not depend on it.
+            0: never). Bounds memory that a model or proxy leaves behind in a long-lived worker (docs/distributed.md:
+            a leak of ~6 MB per network once grew one worker past 12 GB); a fresh process costs a few seconds of
+            imports, and results do not depend on it.
         max_in_flight: most tasks submitted at once (``None``: twice the cluster's CPUs / ``num_cpus``).
         threads: torch threads inside each task (``None``: ``torch.get_num_threads()`` of the caller, so the scores
             are bit-identical to the local executor's).

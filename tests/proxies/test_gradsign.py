@@ -358,6 +358,23 @@ def test_per_sample_policy_impossible_names_layer_and_fix():
         gradsign(model, x, y, bn_policy="per_sample")
 
 
+def test_scoring_leaves_no_tensor_behind():
+    """Scoring many networks in one process (the whole NB-201 space) must not accumulate memory: the activation
+    measurement once kept every network's output alive through a saved-tensor cycle (~6 MB per network)."""
+    import gc
+
+    def live_tensors() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    x, y = batch(8, (3, 8, 8), 10)
+    gradsign(built(models.bn_head_cnn), x, y)  # first call: one-off caches (e.g. torch's) settle
+    before = live_tensors()
+    for _ in range(3):
+        gradsign(built(models.bn_head_cnn), x, y)
+    assert live_tensors() == before
+
+
 def test_the_automatic_chunk_size_budgets_activations_as_well_as_gradients():
     from gradsign_pl.proxies import _per_sample as ps
 
