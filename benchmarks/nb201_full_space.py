@@ -176,9 +176,10 @@ def report(space, order: list[int], proxies: list[str], cache: ScoreCache, out: 
     lines += [
         "",
         f"Cost: {per_arch:.2f} s per arch for these proxies together (mean of the recorded per-proxy times, one "
-        f"CPU core of this 2-core machine, {torch.get_num_threads()} torch thread(s), the other core busy with "
-        "other benchmarks). The rest of the space, projected at that rate (scoring is one independent task per "
-        "arch, so it divides by the number of workers; the projection is arithmetic, not a measurement):",
+        f"CPU core of this 2-core machine, {torch.get_num_threads()} torch thread(s), the other core scoring other "
+        "archs or running other benchmarks). The space at that rate (scoring is one independent task per arch, so "
+        "it divides by the number of workers; the projection is arithmetic, not a measurement -- the measured wall "
+        "clock of the actual runs follows it):",
         "",
         "| workers | " + " | ".join(str(n) for n in WORKERS) + " |",
         "| --- | " + " | ".join("---" for _ in WORKERS) + " |",
