@@ -324,3 +324,14 @@ def test_halving_recipe_reports_its_rungs_logs_them_and_resumes_after_a_kill_mid
     assert [r["signal"] for r in again["halving"]["rungs"]] == [r["signal"] for r in report["halving"]["rungs"]]
     by_name = {c["name"]: c for c in again["candidates"]}
     assert by_name[survivor]["test_acc"] == rows[survivor]["test_acc"]
+
+
+def test_one_trained_candidate_leaves_out_the_agreement_section_and_states_run_time(tmp_path):
+    result = fit("--config", str(recipe(tmp_path)), "--triage.top_k", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+    text = (run / "report.md").read_text()
+    assert "Did the prediction hold?" not in text and not (run / "predicted_vs_achieved.png").exists()
+    assert "1 ranked candidate(s) trained: rank agreement needs 3 or more" in text
+    seconds = json.loads((run / "report.json").read_text())["seconds"]
+    assert seconds > 0 and f"({seconds:.0f} s)" in text.splitlines()[2]
