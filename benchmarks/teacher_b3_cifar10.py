@@ -6,9 +6,10 @@ B3's stride-32 stem leaves a 1x1 map at 32 px, so the zen recipe's teacher saw a
    the step count set from a 4-step timing so the warmup + cosine schedule runs to its end): ``timm:efficientnet_b3``
    trained from scratch on upsampled CIFAR-10 (bilinear, inside the model by
    :class:`gradsign_pl.modules.teacher.ResizedInput`, so the data pipeline and its torchvision augmentation --
-   random crop and flip at 32 px -- stay the ones every other run uses), then validated. The side with the highest
-   validation accuracy for the same CPU time is kept (ties to the smaller side); each side's steps, CPU seconds per
-   step and accuracy are recorded;
+   random crop and flip at 32 px -- stay the ones every other run uses), then validated. The smallest side whose
+   validation accuracy is within one binomial standard error of the best side's is kept (:func:`choose_side`: a
+   difference the validation set cannot resolve does not buy the larger side's CPU cost); each side's steps, CPU
+   seconds per step and accuracy are recorded;
 2. **trains** B3 at that side for ``--epochs`` on ``--train-size`` images (AdamW, warmup + cosine, label smoothing
    0.1), resumable: Lightning's ``last.ckpt`` (saved every 50 steps and at each epoch's end) in a directory named by
    every setting (side, epochs, images, batch) is resumed with ``ckpt_path``, so a changed setting starts its own
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -48,6 +50,7 @@ from gradsign_pl.scoring.cache import append_jsonl, iter_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "timm:efficientnet_b3"
+VAL_SIZE = 1000  # validation images of the probe and the curve
 
 
 class CpuClock(Callback):
@@ -105,6 +108,15 @@ def trainer_for(run: Path, *, max_epochs: int = -1, max_steps: int = -1, callbac
         default_root_dir=str(run),
         num_sanity_val_steps=0,
     )
+
+
+def choose_side(probes: dict[int, dict], val_size: int) -> int:
+    """The smallest probed side whose validation accuracy is within one standard error, ``sqrt(p (1 - p) / n)`` of the
+    best accuracy ``p`` on ``n = val_size`` images, of the best side's: the cheapest side the probe cannot tell from
+    the best."""
+    best = max(r["val_acc"] for r in probes.values())
+    se = math.sqrt(best * (1 - best) / val_size)
+    return min(s for s, r in probes.items() if r["val_acc"] >= best - se)
 
 
 def module_for(side: int) -> ClassificationModule:
@@ -176,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     dm = CIFAR10DataModule(
         args.data_dir,
         batch_size=args.batch_size,
-        val_size=1000,
+        val_size=VAL_SIZE,
         train_size=args.train_size,
         test_size=2000 if args.quick else None,
     )
 
     probes = probe(args.resolutions, args.probe_cpu_seconds, dm, run, results / "probe.jsonl")
-    side = max(probes, key=lambda s: (probes[s]["val_acc"], -s))
+    side = choose_side(probes, VAL_SIZE)
     print(f"training at {side} px ({settings})", flush=True)
     # everything a training depends on names its directory and curve: a changed setting never resumes another run
     tag = f"r{side}_e{args.epochs}_n{args.train_size}_b{args.batch_size}"

@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args.run = args.run or str(ROOT / "runs" / ("zen_lift_quick" if args.quick else "zen_lift"))
     args.b3 = latest_b3_teacher(Path(args.teacher_results))
     results = Path(args.run) / "results.jsonl" if args.quick else RESULTS / "results.jsonl"
+    results.parent.mkdir(parents=True, exist_ok=True)
     out = Path(args.run) if args.quick else ROOT / "docs" / "results"
     # the r18 teacher is trained by the first r18 run: run those first, one at a time, so two never train it at once
     jobs = [(c, s) for c in conditions for s in args.seeds]
