@@ -11,13 +11,13 @@ Parts (all by default):
   not a timing.
 - ``cifar``: runs ``gradsign-fit --config recipes/zen_cifar10.yaml`` (resumes if ``run_dir`` holds a finished
   part) and collects the search curve, the found structure, the teacher and the students' accuracies.
-- ``cifar_resnet18``: the same recipe with a ``timm:resnet18`` teacher (trained by the recipe the same way), which
-  reaches a useful accuracy in CPU minutes where EfficientNet-B3 at 32 px does not; no second baseline.
+  Teacher accuracy against lift, with 2 seeds and a ResNet-18 control, is ``benchmarks/zen_distill_lift.py``'s
+  page ``docs/results/zen_distill.md``.
 
 Writes ``docs/results/zen.md`` and ``docs/results/zen.json`` (``--quick``: batch 8 for the cost part, a 30-iteration
 search with 1-epoch training in ``runs/zen_quick``, results under that run directory).
 
-    python benchmarks/zen_search.py [--quick] [--parts conformance cost work cifar cifar_resnet18]
+    python benchmarks/zen_search.py [--quick] [--parts conformance cost work cifar]
 """
 
 from __future__ import annotations
@@ -137,9 +137,8 @@ def work() -> dict:
     }
 
 
-def cifar(quick: bool, teacher: str | None = None) -> dict:
-    name = "zen_quick" if quick else "zen_cifar10"
-    run_dir = ROOT / "runs" / (f"{name}_{teacher.split(':')[-1]}" if teacher else name)
+def cifar(quick: bool) -> dict:
+    run_dir = ROOT / "runs" / ("zen_quick" if quick else "zen_cifar10")
     args = [
         sys.executable,
         "-m",
@@ -149,15 +148,6 @@ def cifar(quick: bool, teacher: str | None = None) -> dict:
         "--run_dir",
         str(run_dir),
     ]
-    if teacher:
-        args += [
-            "--distill.teacher",
-            teacher,
-            "--distill.checkpoint",
-            str(run_dir / "teacher.pt"),
-            "--distill.baseline",
-            "false",
-        ]
     if quick:
         args += [
             "--search.iterations",
@@ -244,13 +234,13 @@ def markdown(results: dict, out: Path) -> str:
             f"{w['epochs']} epochs of {w['imagenet_train_images']:,} images.",
             "",
         ]
-    for part in ("cifar", "cifar_resnet18"):
+    for part in ("cifar",):
         if part not in results:
             continue
         c = results[part]
         s = c["search"]
         summary = s.get("history_summary", {})
-        title = "`recipes/zen_cifar10.yaml` on CIFAR-10" + (" with a ResNet-18 teacher" if part != "cifar" else "")
+        title = "`recipes/zen_cifar10.yaml` on CIFAR-10"
         lines += [
             f"## {title}",
             "",
@@ -281,7 +271,12 @@ def markdown(results: dict, out: Path) -> str:
                 f"| {r['name']} | {r.get('teacher') or 'none'} | {_pct(r.get('test_acc'))} | "
                 f"{_pct(r.get('val_acc'))} | {r.get('seconds', 0):.0f} |"
             )
-        lines.append("")
+        lines += [
+            "",
+            "Teacher accuracy against lift over 2 seeds, logit KD and the feature term, with a ResNet-18 control: "
+            "[zen_distill.md](zen_distill.md).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -291,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parts",
         nargs="+",
-        default=["conformance", "cost", "work", "cifar", "cifar_resnet18"],
-        choices=["conformance", "cost", "work", "cifar", "cifar_resnet18"],
+        default=["conformance", "cost", "work", "cifar"],
+        choices=["conformance", "cost", "work", "cifar"],
     )
     args = parser.parse_args(argv)
     out = ROOT / ("runs/zen_quick" if args.quick else "docs/results")
@@ -307,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         results["work"] = work()
     if "cifar" in args.parts:
         results["cifar"] = cifar(args.quick)
-    if "cifar_resnet18" in args.parts:
-        results["cifar_resnet18"] = cifar(args.quick, teacher="timm:resnet18")
-    for part in ("cifar", "cifar_resnet18"):
+    for part in ("cifar",):
         if part in results and (ROOT / results[part]["run_dir"] / "search" / "best_score.png").is_file():
             shutil.copyfile(
                 ROOT / results[part]["run_dir"] / "search" / "best_score.png", out / f"{part}_best_score.png"
