@@ -50,19 +50,22 @@ RESULTS = ROOT / "benchmarks" / "results" / "zen_lift"
 CONDITIONS = ("none", "b3", "b3_feat", "r18", "r18_feat")
 
 
-def latest_b3_teacher(results: Path) -> dict[str, Any] | None:
-    """The newest ``teacher_b3_cifar10.py`` run: ``{weights, side, test_acc, curve, ...}``, or ``None``.
+def b3_teachers(results: Path) -> dict[str, dict[str, Any]]:
+    """Every ``teacher_b3_cifar10.py`` run recorded in ``results``, by tag, oldest first (by its curve's mtime).
 
-    A run still training has no summary yet: then its newest per-epoch curve stands in, with ``weights`` and
-    ``test_acc`` ``None`` (the ``b3_ep<k>`` conditions can run from it; ``b3`` / ``b3_feat`` wait for the end)."""
-    summaries = sorted(results.glob("summary_*.json"), key=lambda p: p.stat().st_mtime)
-    curves = sorted(results.glob("curve_*.jsonl"), key=lambda p: p.stat().st_mtime)
-    if summaries and (not curves or summaries[-1].stat().st_mtime >= curves[-1].stat().st_mtime):
-        return json.loads(summaries[-1].read_text())
-    if not curves:
-        return None
-    curve = list(iter_jsonl(curves[-1], ("side", "epoch", "weights")))
-    return {"side": curve[-1]["side"], "curve": curve, "weights": None, "test_acc": None} if curve else None
+    A finished run is its summary ``{tag, weights, side, epochs, test_acc, curve, probes, command, ...}``; a run still
+    training has no summary yet, so its per-epoch curve stands in, with ``weights`` and ``test_acc`` ``None`` (the
+    ``b3_ep<k>`` conditions can run from it; ``b3`` / ``b3_feat`` wait for the end)."""
+    runs: dict[str, dict[str, Any]] = {}
+    for path in sorted(results.glob("curve_*.jsonl"), key=lambda p: p.stat().st_mtime):
+        curve = list(iter_jsonl(path, ("side", "epoch", "weights")))
+        tag = path.stem.removeprefix("curve_")
+        if curve:
+            runs[tag] = {"tag": tag, "side": curve[-1]["side"], "curve": curve, "weights": None, "test_acc": None}
+    for path in results.glob("summary_*.json"):
+        summary = json.loads(path.read_text())
+        runs[summary["tag"]] = summary
+    return runs
 
 
 def condition_recipe(base: dict[str, Any], condition: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -95,7 +98,7 @@ def condition_recipe(base: dict[str, Any], condition: str, seed: int, args: argp
         if b3 is None:
             raise SystemExit(
                 f"condition {condition}: no EfficientNet-B3 teacher in {args.teacher_results}; run "
-                "benchmarks/teacher_b3_cifar10.py first (it writes summary_*.json there)"
+                "benchmarks/teacher_b3_cifar10.py first (it writes curve_*.jsonl and summary_*.json there)"
             )
         weights = b3["weights"]
         if weights is None and not variant.startswith("ep"):
@@ -127,8 +130,11 @@ def run_condition(base: dict[str, Any], condition: str, seed: int, args: argpars
     if done.returncode != 0:
         return {"condition": condition, "seed": seed, "status": "failed", "log": str(run_dir / "gradsign-fit.log")}
     report = json.loads((run_dir / "report.json").read_text())
+    # this invocation's student: the report's row, matched to its record by checkpoint (a run directory keeps the
+    # trainings of every teacher it saw, each under its own identity)
+    row = next(c for c in report["candidates"] if c["name"] == "zen-student")
     trained = [r for r in iter_jsonl(run_dir / "trained.jsonl", ("name",)) if r["name"] == "zen-student"]
-    student = trained[-1]
+    student = next((r for r in reversed(trained) if r.get("checkpoint") == row.get("checkpoint")), trained[-1])
     teacher = report.get("distillation") or {}
     teacher_acc = teacher.get("test_acc")
     if teacher_acc is None and condition.startswith("b3"):  # weights from the teacher benchmark: its own record
@@ -152,115 +158,148 @@ def run_condition(base: dict[str, Any], condition: str, seed: int, args: argpars
         "identity": student.get("identity"),
         "epochs": recipe["trainer"]["max_epochs"],
         "train_size": recipe["data"]["init_args"].get("train_size"),
+        "teacher_run": args.b3["tag"] if condition.startswith("b3") else None,
+        "command": args.command,
     }
 
 
+def label(record: dict[str, Any], teachers: dict[str, dict[str, Any]]) -> str:
+    """A row's name: the condition, and for a B3 condition which teacher run (``b3 (e6)``: the 6-epoch run)."""
+    run = record.get("teacher_run")
+    if not run:
+        return record["condition"]
+    epochs = teachers.get(run, {}).get("epochs")
+    return f"{record['condition']} ({'e' + str(epochs) if epochs else run})"
+
+
 def teacher_lines(
-    b3: dict[str, Any] | None,
+    teachers: dict[str, dict[str, Any]],
     student_alone: float | None,
     lifts: dict[str, float],
     controls: dict[str, tuple[float, float]],
 ) -> list[str]:
-    """The B3 teacher's probe and curve (``teacher_b3_cifar10.py``'s summary) and the two targets, measured: teacher
-    at least 15 points above the student alone, and a mean lift of at least 2 points (``lifts``: B3 conditions'
-    mean lifts; ``controls``: ``{condition: (teacher acc, mean lift)}`` of the ResNet-18 control, in points)."""
-    if not b3 or b3.get("test_acc") is None:
+    """The B3 teacher runs' probe and curves (``teacher_b3_cifar10.py``'s summaries) and the two targets, measured:
+    teacher at least 15 points above the student alone, and a mean lift of at least 2 points (``lifts``: B3 rows'
+    mean lifts; ``controls``: ``{row: (teacher acc, mean lift)}`` of the ResNet-18 control, in points)."""
+    done = [t for t in teachers.values() if t.get("test_acc") is not None]
+    if not done:
         return []
+    newest = done[-1]
     lines = [
         "",
         "## The EfficientNet-B3 teacher",
         "",
-        f"Trained by `{b3['command']}` on {b3['train_size']} CIFAR-10 training images (batch {b3['batch_size']}, "
-        "AdamW, warmup + cosine, label smoothing 0.1, random crop + flip), one core. Resolution probe (equal CPU "
-        "budget per side; the smallest side within one standard error of the best is kept):",
+        f"Trained by `benchmarks/teacher_b3_cifar10.py` on {newest['train_size']} CIFAR-10 training images (batch "
+        f"{newest['batch_size']}, AdamW, warmup + cosine over the run's epochs, label smoothing 0.1, random crop + "
+        "flip). Resolution probe (equal CPU budget per side; the smallest side within one standard error of the best "
+        "is kept):",
         "",
         "| side (px) | steps | CPU s / step | val acc (%) |",
         "|---:|---:|---:|---:|",
     ]
-    for r in sorted(b3["probes"], key=lambda r: r["side"]):
+    for r in sorted(newest["probes"], key=lambda r: r["side"]):
         lines.append(f"| {r['side']} | {r['steps']} | {r['cpu_s_per_step']:.2f} | {100 * r['val_acc']:.1f} |")
-    lines += ["", f"Training at {b3['side']} px:", "", "| epoch | val acc (%) | CPU s (cumulative) |"]
-    lines.append("|---:|---:|---:|")
-    for r in b3["curve"]:
-        lines.append(f"| {r['epoch']} | {100 * r['val_acc']:.1f} | {r['cpu_seconds']:.0f} |")
-    teacher = 100 * b3["test_acc"]
-    lines += ["", f"Test accuracy after epoch {b3['curve'][-1]['epoch']}: **{teacher:.2f}%**."]
-    if student_alone is not None:
-        best = max(lifts.items(), key=lambda kv: kv[1]) if lifts else None
-        lines += [
-            "",
-            "## Targets",
-            "",
-            f"- Teacher at least 15 points above the student alone ({student_alone:.2f}%, mean of the seeds): B3 is "
-            f"**{teacher - student_alone:+.2f} points** -- " + ("met." if teacher - student_alone >= 15 else "missed."),
-        ]
-        if best:
-            lines.append(
-                f"- A mean lift of at least 2 points from a B3 teacher: best `{best[0]}` **{best[1]:+.2f}** -- "
-                + ("met." if best[1] >= 2 else "missed.")
-            )
-        curve = b3["curve"]
-        if len(curve) >= 2:
-            gain = 100 * (curve[-1]["val_acc"] - curve[-2]["val_acc"])
-            per_epoch = curve[-1]["cpu_seconds"] - curve[-2]["cpu_seconds"]
-            lines.append(
-                f"- What it would take: the teacher must pass {student_alone + 15:.1f}%, "
-                f"{student_alone + 15 - teacher:.1f} points above where {curve[-1]['cpu_seconds'] / 3600:.2f} CPU "
-                f"hours left it; its last epoch gained {gain:.1f} points for {per_epoch:.0f} CPU s. Longer runs were "
-                "not measured here (a larger `--epochs` is a run of its own, with its own schedule)."
-            )
-        for condition, (acc, lift) in sorted(controls.items()):
-            lines.append(
-                f"- The control `{condition}`: a {acc:.2f}% teacher, {acc - student_alone:+.2f} points from the "
-                f"student alone, lifts it by {lift:+.2f} points."
-            )
+    lines += ["", "Training runs (CPU seconds are process time, summed over threads):", ""]
+    lines += ["| run | epoch | val acc (%) | CPU s (cumulative) |", "|---|---:|---:|---:|"]
+    for t in done:
+        for r in t["curve"]:
+            lines.append(f"| e{t['epochs']} | {r['epoch']} | {100 * r['val_acc']:.1f} | {r['cpu_seconds']:.0f} |")
+    lines += [""] + [
+        f"- e{t['epochs']} (`{t['command']}`, {t['side']} px): test accuracy **{100 * t['test_acc']:.2f}%** after "
+        f"{t['curve'][-1]['cpu_seconds'] / 3600:.2f} CPU hours."
+        for t in done
+    ]
+    if student_alone is None:
+        return lines
+    best_teacher = max(done, key=lambda t: t["test_acc"])
+    teacher = 100 * best_teacher["test_acc"]
+    target = student_alone + 15
+    lines += [
+        "",
+        "## Targets",
+        "",
+        f"- Teacher at least 15 points above the student alone ({student_alone:.2f}%, mean of the seeds): the best "
+        f"B3 (e{best_teacher['epochs']}) is **{teacher - student_alone:+.2f} points** -- "
+        + ("met." if teacher >= target else "missed."),
+    ]
+    if lifts:
+        best = max(lifts.items(), key=lambda kv: kv[1])
+        lines.append(
+            f"- A mean lift of at least 2 points from a B3 teacher: best `{best[0]}` **{best[1]:+.2f}** -- "
+            + ("met." if best[1] >= 2 else "missed.")
+        )
+    hours = [(t["curve"][-1]["cpu_seconds"] / 3600, 100 * t["test_acc"]) for t in done]
+    hours.sort()
+    if teacher < target and len(hours) >= 2 and hours[-1][1] > hours[0][1]:
+        (h0, a0), (h1, a1) = hours[0], hours[-1]
+        slope = (a1 - a0) / np.log(h1 / h0)  # points per e-fold of CPU time, through the two measured runs
+        need = h1 * float(np.exp((target - a1) / slope))
+        lines.append(
+            f"- What it would take: the teacher must pass {target:.1f}%. The measured runs gained "
+            f"{a1 - a0:+.1f} points going from {h0:.2f} to {h1:.2f} CPU hours; extrapolating that log-linear trend "
+            f"(an extrapolation from two runs, not a measurement) puts {target:.1f}% at about {need:.1f} CPU hours."
+        )
+    elif teacher < target:
+        lines.append(
+            f"- What it would take: the teacher must pass {target:.1f}%, {target - teacher:.1f} points above where "
+            f"{hours[-1][0]:.2f} CPU hours left it. Longer runs were not measured here."
+        )
+    for row, (acc, lift) in sorted(controls.items()):
+        lines.append(
+            f"- The control `{row}`: a {acc:.2f}% teacher, {acc - student_alone:+.2f} points from the student alone, "
+            f"lifts it by {lift:+.2f} points."
+        )
     return lines
 
 
-def write_page(records: list[dict[str, Any]], out: Path, command: str, b3: dict[str, Any] | None = None) -> None:
-    """docs/results/zen_distill.md and its plot, from every finished record (``b3``: the teacher's summary)."""
+def write_page(records: list[dict[str, Any]], out: Path, teachers: dict[str, dict[str, Any]]) -> None:
+    """docs/results/zen_distill.md and its plot, from every finished record (``teachers``: :func:`b3_teachers`)."""
     ok = [r for r in records if r.get("status") == "trained" and r.get("test_acc") is not None]
     by: dict[str, dict[int, dict[str, Any]]] = {}
     for r in ok:
-        by.setdefault(r["condition"], {})[int(r["seed"])] = r  # the latest record of a (condition, seed) wins
+        by.setdefault(label(r, teachers), {})[int(r["seed"])] = r  # the latest record of a (row, seed) wins
     base = by.get("none", {})
+    winners = [r for runs in by.values() for r in runs.values()]
+    commands = list(dict.fromkeys(r["command"] for r in winners if r.get("command")))
     lines = [
         "# Distilling the Zen student: teacher accuracy against lift",
         "",
-        f"Generated by `{command}` (`benchmarks/zen_distill_lift.py`); CPU: 2 cores, no GPU. Student: the structure "
-        "`recipes/zen_cifar10.yaml` searched, trained with that recipe's data, optimiser and epochs in every row; "
-        "lift = student accuracy with the teacher minus without it, per seed (same seed = same weights and data "
-        "order), then averaged. Teacher accuracy: the final teacher's test accuracy; for `b3_ep<k>` (B3's weights "
-        "after epoch k) its validation accuracy on 1000 held-out training images.",
+        "Generated by `benchmarks/zen_distill_lift.py` (each row records the command that trained it: "
+        + "; ".join(f"`{c}`" for c in commands)
+        + "); CPU: 2 cores, no GPU. Student: the structure `recipes/zen_cifar10.yaml` searched, trained with that "
+        "recipe's data, optimiser and epochs in every row; lift = student accuracy with the teacher minus without "
+        "it, per seed (same seed = same weights and data order), then averaged. Teacher accuracy: the final "
+        "teacher's test accuracy; for `b3_ep<k>` (B3's weights after epoch k of that run) its validation accuracy "
+        "on 1000 held-out training images. `(eN)`: the B3 teacher of the N-epoch run.",
         "",
-        "| condition | teacher | teacher acc (%) | seeds | student test acc (%) per seed | mean | lift (points) "
+        "| row | teacher | teacher acc (%) | seeds | student test acc (%) per seed | mean | lift (points) "
         "per seed | mean lift | train s (mean) |",
         "|---|---|---:|---|---|---:|---|---:|---:|",
     ]
     points = []
-    for condition in sorted(by, key=lambda c: (c != "none", c)):
-        runs = by[condition]
+    for row in sorted(by, key=lambda c: (c != "none", c)):
+        runs = by[row]
         seeds = sorted(runs)
         accs = [100 * runs[s]["test_acc"] for s in seeds]
         lifts = [100 * (runs[s]["test_acc"] - base[s]["test_acc"]) for s in seeds if s in base]
         teacher_acc = runs[seeds[0]].get("teacher_acc")
-        mean_lift = float(np.mean(lifts)) if lifts and condition != "none" else None
+        mean_lift = float(np.mean(lifts)) if lifts and row != "none" else None
         if mean_lift is not None and teacher_acc is not None:
-            points.append((100 * teacher_acc, mean_lift, lifts, condition))
+            points.append((100 * teacher_acc, mean_lift, lifts, row))
         lines.append(
-            f"| {condition} | {runs[seeds[0]].get('teacher') or 'none'}"
+            f"| {row} | {runs[seeds[0]].get('teacher') or 'none'}"
             + (f" @ {runs[seeds[0]]['teacher_resolution']} px" if runs[seeds[0]].get("teacher_resolution") else "")
             + f" | {'' if teacher_acc is None else f'{100 * teacher_acc:.2f}'} | {seeds} | "
             + ", ".join(f"{a:.2f}" for a in accs)
             + f" | {np.mean(accs):.2f} | "
-            + ("" if condition == "none" else ", ".join(f"{x:+.2f}" for x in lifts))
+            + ("" if row == "none" else ", ".join(f"{x:+.2f}" for x in lifts))
             + f" | {'' if mean_lift is None else f'{mean_lift:+.2f}'} | "
             + f"{np.mean([runs[s].get('seconds') or np.nan for s in seeds]):.0f} |"
         )
     alone = [100 * r["test_acc"] for r in base.values()]
     b3_lifts = {c: lift for _, lift, _, c in points if c.startswith("b3")}
     controls = {c: (acc, lift) for acc, lift, _, c in points if c.startswith("r18")}
-    lines += teacher_lines(b3, float(np.mean(alone)) if alone else None, b3_lifts, controls)
+    lines += teacher_lines(teachers, float(np.mean(alone)) if alone else None, b3_lifts, controls)
     failed = [r for r in records if r.get("status") != "trained"]
     if failed:
         lines += ["", "Failed runs (see their logs): " + ", ".join(f"{r['condition']} s{r['seed']}" for r in failed)]
@@ -272,9 +311,9 @@ def write_page(records: list[dict[str, Any]], out: Path, command: str, b3: dict[
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4.2), dpi=110)
-        for acc, lift, lifts, condition in points:
+        for acc, lift, lifts, row in points:
             ax.errorbar(acc, lift, yerr=[[lift - min(lifts)], [max(lifts) - lift]], fmt="o", capsize=3)
-            ax.annotate(condition, (acc, lift), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.annotate(row, (acc, lift), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xlabel("teacher test accuracy (%)")
         ax.set_ylabel("lift of the student (points, mean and range of seeds)")
@@ -304,12 +343,18 @@ def main(argv: list[str] | None = None) -> int:
         help="where teacher_b3_cifar10.py wrote its summary_*.json (its --quick run: runs/teacher_b3_quick/results)",
     )
     parser.add_argument(
+        "--b3-run",
+        default=None,
+        help="which teacher_b3_cifar10.py run the b3 conditions distil from, by tag (e.g. r64_e3_n45000_b64; "
+        "default: the newest)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="1 epoch on 512 images; by default conditions none and r18, seed 0"
     )
     parser.add_argument("--page-only", action="store_true", help="rewrite the page from the recorded results")
     args = parser.parse_args(argv)
     argv_used = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["python", "benchmarks/zen_distill_lift.py", *argv_used])
+    args.command = shlex.join(["python", "benchmarks/zen_distill_lift.py", *argv_used])
     args.conditions = args.conditions or (["none", "r18"] if args.quick else list(CONDITIONS))
     args.seeds = args.seeds or ([0] if args.quick else [0, 1])
     conditions = list(args.conditions) + [f"b3_ep{k}" for k in args.b3_epochs]
@@ -326,7 +371,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no --structure and no searched one at {best}: run gradsign-fit --config {args.recipe} first")
         args.structure = best.read_text().strip()
     args.run = args.run or str(ROOT / "runs" / ("zen_lift_quick" if args.quick else "zen_lift"))
-    args.b3 = latest_b3_teacher(Path(args.teacher_results))
+    teachers = b3_teachers(Path(args.teacher_results))
+    if args.b3_run is not None and args.b3_run not in teachers:
+        parser.error(
+            f"--b3-run {args.b3_run!r}: no such run in {args.teacher_results}; "
+            f"recorded runs: {sorted(teachers) or 'none'}"
+        )
+    args.b3 = teachers[args.b3_run] if args.b3_run else (list(teachers.values())[-1] if teachers else None)
     results = Path(args.run) / "results.jsonl" if args.quick else RESULTS / "results.jsonl"
     results.parent.mkdir(parents=True, exist_ok=True)
     out = Path(args.run) if args.quick else ROOT / "docs" / "results"
@@ -348,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             one(job)
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(one, rest))
-    write_page(list(iter_jsonl(results, ("condition",))), out, command, args.b3)
+    write_page(list(iter_jsonl(results, ("condition",))), out, teachers)
     print(f"page: {out / 'zen_distill.md'}")
     return 0
 
