@@ -160,6 +160,7 @@ def test_keys_that_do_nothing_are_refused(tmp_path):
         (("--triage.strategy", "halving", "--halving.keep_after_rung0", "0"), "keep_after_rung0 must be a positive"),
         (("--triage.strategy", "halving", "--halving.budget_steps", "0"), "budget_steps must be a positive"),
         (("--triage.strategy", "halving", "--halving.signal", "sotl_emaa"), "did you mean 'sotl_ema'"),
+        (("--halving.eta", "2"), "halving.eta is set but triage.strategy is 'top_k'"),  # would do nothing
     ],
 )
 def test_bad_values_are_usage_errors_before_any_work(tmp_path, args, message):

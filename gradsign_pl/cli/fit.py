@@ -353,6 +353,14 @@ def plan_run(cli: GradSignFitCLI) -> Plan:
         keep = cfg.halving.keep_after_rung0
         if keep is not None and (isinstance(keep, bool) or keep < 1):
             raise ValueError(f"halving.keep_after_rung0 must be a positive int or null (every ranked one), got {keep}")
+    else:
+        defaults = dataclasses.asdict(HalvingOptions())
+        changed = sorted(k for k, v in defaults.items() if getattr(cfg.halving, k) != v)
+        if changed:  # a section that would do nothing: refuse it rather than run another strategy quietly
+            raise ValueError(
+                f"halving.{changed[0]} is set but triage.strategy is {triage.strategy!r}: the halving section only "
+                "applies with triage.strategy: halving (set that, or drop the halving options)"
+            )
     if not cfg.score_only and not _trains_at_all(cfg.trainer):
         raise ValueError(
             f"the trainer trains nothing (max_epochs {cfg.trainer.max_epochs}, max_steps {cfg.trainer.max_steps}); "
