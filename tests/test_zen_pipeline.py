@@ -220,6 +220,8 @@ def test_search_budget_below_the_initial_structure_is_a_clear_error(tmp_path):
         ({"checkpoint": None}, ValueError, "distill.checkpoint is not set"),
         ({"teacher_hparams": {"lr": 0.1, "momentum": 0.9}}, ValueError, "unknown key(s) ['momentum']"),
         ({}, FileNotFoundError, "does not exist; the teacher is never downloaded"),
+        ({"train_teacher_epochs": -1}, ValueError, "train_teacher_epochs must be an int >= 0, got -1"),
+        ({"train_teacher_epochs": True}, ValueError, "train_teacher_epochs must be an int >= 0"),
     ],
 )
 def test_distill_options_are_checked_before_any_work(tmp_path, options, error, message):

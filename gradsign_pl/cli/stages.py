@@ -169,6 +169,11 @@ class DistillOptions:
                 "distill.checkpoint is not set: give the local path of the teacher's weights (they are never "
                 "downloaded), or a path to create together with distill.train_teacher_epochs > 0 to train one first"
             )
+        epochs = self.train_teacher_epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(
+                f"distill.train_teacher_epochs must be an int >= 0, got {epochs!r} (0: use the checkpoint as it is)"
+            )
         from gradsign_pl.modules import ClassificationModule, DistillationModule
 
         allowed = {"lr", "optimizer", "weight_decay", "label_smoothing"}
