@@ -179,6 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("epochs", "train_size", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.train_size > 50000 - VAL_SIZE:
+        parser.error(
+            f"--train-size {args.train_size}: CIFAR-10 has {50000 - VAL_SIZE} training images beside the "
+            f"{VAL_SIZE} held out for validation"
+        )
+    if args.train_size < args.batch_size:
+        parser.error(f"--train-size {args.train_size} is less than one batch (--batch-size {args.batch_size})")
     if any(s < 32 for s in args.resolutions):
         parser.error("--resolutions: every side must be >= 32 (the CIFAR-10 images' own size)")
     run = Path(args.run or ROOT / "runs" / ("teacher_b3_quick" if args.quick else "teacher_b3"))

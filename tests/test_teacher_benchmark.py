@@ -26,3 +26,20 @@ spec.loader.exec_module(bench)
 )
 def test_smallest_side_within_one_standard_error_of_the_best(accs, val_size, side):
     assert bench.choose_side({s: {"val_acc": a} for s, a in accs.items()}, val_size) == side
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--train-size", "60000"], "CIFAR-10 has 49000 training images beside the 1000 held out"),
+        (["--train-size", "10"], "less than one batch (--batch-size 64)"),
+        (["--resolutions", "16"], "every side must be >= 32"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as err:
+        bench.main([*argv, "--run", str(tmp_path)])
+    assert err.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing probed, nothing written
