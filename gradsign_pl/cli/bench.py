@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gradsign_pl.studies.correlation import DEFAULT_PROXIES, run_correlation
+from gradsign_pl.studies.correlation import AZ_NAS, DEFAULT_PROXIES, run_correlation
 from gradsign_pl.studies.report import print_table, write_study
 
 DEFAULT_ENSEMBLES = (
@@ -21,6 +21,8 @@ DEFAULT_ENSEMBLES = (
     "log_rank:gradsign+synflow+naswot",
     "mean_rank:gradsign+synflow+naswot",
     "log_rank:gradsign+synflow+naswot+jacov",
+    "log_rank:gradsign+jacov",
+    AZ_NAS,
 )
 
 
@@ -60,7 +62,8 @@ def correlate(
         dataset: cifar10, cifar100 or imagenet16 (ImageNet16-120 images are an approximation; see the data README).
         proxies: registered proxies to score (default: all single-model proxies).
         ensembles: rank ensembles to evaluate, '[log_rank|mean_rank:]proxy+proxy[+...]', built from cached scores
-            (default: the built-in combinations of gradsign, synflow, naswot and jacov whose parts are scored).
+            (default: the built-in combinations of gradsign, synflow, naswot and jacov, and AZ-NAS's log-rank of
+            its four components, whose parts are scored).
         n_archs: number of architectures, the first n of a seeded permutation (so runs with more archs reuse fewer).
         seed: seed for the arch sample, the mini-batch and every network's initialisation.
         batch_size: images in the scoring mini-batch.

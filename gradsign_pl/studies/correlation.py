@@ -22,6 +22,7 @@ import torch
 from gradsign_pl.data.batches import load_batch
 from gradsign_pl.executors import Executor, create_executor
 from gradsign_pl.proxies import batch_fingerprint, get_proxy
+from gradsign_pl.proxies.az_nas import COMPONENTS as AZ_COMPONENTS
 from gradsign_pl.proxies.ensemble import parse_ensemble, rank_ensemble
 from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.scoring.cache import ScoreCache
@@ -40,8 +41,15 @@ DEFAULT_PROXIES = (
     "zen",
     "params",
     "flops",
+    "zico",
+    "meco",
+    "az_expressivity",
+    "az_progressivity",
+    "az_trainability",
+    "az_complexity",
 )
-"""Every single-model proxy, in the paper's column order where it has one."""
+"""Every single-model proxy: the paper's, in its column order where it has one, then the newer ones (ZiCo, MeCo and
+AZ-NAS's four components; AZ-NAS itself is their rank aggregation, an ensemble)."""
 
 PAPER_TABLE_5_2: dict[str, dict[str, float]] = {
     "cifar10": {
@@ -77,6 +85,25 @@ PAPER_TABLE_5_2: dict[str, dict[str, float]] = {
 }
 """Spearman rho over all NB-201 archs, batch 64, from the GradSign paper's Table 5.2 (its NASWOT column is the
 NASWOT paper's score; which version is not stated)."""
+
+AZ_NAS = "log_rank:" + "+".join(AZ_COMPONENTS)
+"""AZ-NAS as a rank ensemble of its four components (its authors' non-linear rank aggregation, ``log_rank``)."""
+
+PUBLISHED_NEWER: dict[str, dict[str, tuple[float | None, float | None]]] = {
+    "zico": {"cifar10": (0.80, 0.61), "cifar100": (0.81, 0.61), "imagenet16": (0.79, 0.60)},
+    "meco": {"cifar10": (0.894, None), "cifar100": (0.883, None), "imagenet16": (0.845, None)},
+    "az_expressivity": {"cifar10": (None, 0.569), "cifar100": (None, 0.563), "imagenet16": (None, 0.506)},
+    "az_progressivity": {"cifar10": (None, 0.521), "cifar100": (None, 0.508), "imagenet16": (None, 0.489)},
+    "az_trainability": {"cifar10": (None, 0.349), "cifar100": (None, 0.353), "imagenet16": (None, 0.407)},
+    "az_complexity": {"cifar10": (None, 0.578), "cifar100": (None, 0.551), "imagenet16": (None, 0.517)},
+    AZ_NAS: {"cifar10": (0.913, 0.741), "cifar100": (0.900, 0.723), "imagenet16": (0.886, 0.710)},
+}
+"""What the newer proxies' authors publish on NB-201 (all 15625 archs, 200-epoch test accuracy), as
+``{proxy: {dataset: (spearman rho, kendall tau)}}`` (``None``: not published). ZiCo: its paper's Table 1 (Li et
+al., ICLR 2023). MeCo: its paper (Jiang et al., NeurIPS 2023), Spearman only. AZ-NAS and its components: the AZ-NAS
+paper's Tables 1 and 4 (Lee & Ham, CVPR 2024), Kendall only except for AZ-NAS itself; the CIFAR-10 AZ-NAS values
+are also the output stored in the authors' NB201 notebook (tau 0.7409, rho 0.9127). The AZ-NAS paper also lists
+ZiCo at tau 0.589 / 0.590 / 0.584 (its own run)."""
 
 
 @dataclasses.dataclass

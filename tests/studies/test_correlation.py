@@ -167,3 +167,17 @@ def test_study_rejects_bad_requests(tmp_path):
         run_correlation(ToySpace(), "d", proxies=["ensemble"], out=tmp_path, batch=batch, progress=False)
     with pytest.raises(ValueError, match="AZ-NAS: 'log_rank:az_expressivity"):
         run_correlation(ToySpace(), "d", proxies=["az_nas"], out=tmp_path, batch=batch, progress=False)
+
+
+def test_the_study_scores_every_single_model_proxy_by_default():
+    """A proxy added to the registry is in the NB-201 table without anyone remembering to list it."""
+    from gradsign_pl import list_proxies
+    from gradsign_pl.proxies import get_proxy
+
+    single = {p for p in list_proxies() if not get_proxy(p).set_level}
+    assert set(correlation.DEFAULT_PROXIES) == single
+    assert len(correlation.DEFAULT_PROXIES) == len(set(correlation.DEFAULT_PROXIES))
+    # AZ-NAS is the study's rank ensemble of exactly its authors' four components
+    method, parts = parse_ensemble(correlation.AZ_NAS)
+    assert method == "log_rank" and parts == ["az_expressivity", "az_progressivity", "az_trainability", "az_complexity"]
+    assert set(correlation.PUBLISHED_NEWER) <= set(correlation.DEFAULT_PROXIES) | {correlation.AZ_NAS}
