@@ -281,7 +281,12 @@ def markdown(report, studies, searched, best_name, best_by_dataset, seconds, arg
         for ds in studies:
             rho, tau = c[ds][key].spearman, c[ds][key].kendall
             pub_rho, pub_tau = PUBLISHED_NEWER.get(name, {}).get(ds) or (PAPER_TABLE_5_2[ds].get(name), None)
-            cells.append(f"{fmt(rho)} ({fmt(pub_rho)}) / {fmt(tau)} ({fmt(pub_tau)})")
+            cells.append(
+                fmt(rho)
+                + (f" ({fmt(pub_rho)})" if pub_rho is not None else "")
+                + f" / {fmt(tau)}"
+                + (f" ({fmt(pub_tau)})" if pub_tau is not None else "")
+            )
         label = "AZ-NAS (log-rank of its four)" if name == AZ_NAS else name
         cost = f"{seconds[name]:.3f}" if name in seconds else "sum of its parts"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {cost} |")

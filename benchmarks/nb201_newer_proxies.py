@@ -48,6 +48,7 @@ from gradsign_pl.scoring.cache import ScoreCache
 from gradsign_pl.spaces import create_space
 from gradsign_pl.studies.correlation import AZ_NAS, DEFAULT_PROXIES, run_correlation
 from gradsign_pl.studies.correlation import PUBLISHED_NEWER as PUBLISHED
+from gradsign_pl.studies.report import DATASET_TITLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when imported from elsewhere
 from nb201_correlation import ensemble_agreements, leave_one_dataset_out, select_ensemble
@@ -208,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             "held_out": {"name": name, "spearman": held_out[ds][1], "kendall": held_out[ds][2]},
             "held_out_ci": bootstrap_rho(ours, st.accuracy, args.bootstrap),
             "held_out_minus_az_ci": bootstrap_rho(ours, st.accuracy, args.bootstrap, minus=az),
+            "runners_up": [
+                {"name": nm, "selection_rho": sel, "spearman": table[nm][ds][0]}
+                for nm, sel in ranked_by(table, [d for d in DATASETS if d != ds])[:5]
+            ],
         }
     report = {
         "command": "python benchmarks/nb201_newer_proxies.py" + (" --quick" if args.quick else ""),
@@ -257,6 +262,12 @@ def ensemble_scores(study, name: str) -> np.ndarray:
     """The rank ensemble ``<method>:<a>+<b>...`` of a study's cached scores."""
     method, parts = name.split(":")
     return rank_ensemble({p: study.scores[p] for p in parts.split("+")}, method)
+
+
+def ranked_by(table, on: list[str]) -> list[tuple[str, float]]:
+    """Every ensemble with its mean Spearman rho over ``on``, best first (``select_ensemble``'s order)."""
+    means = {name: float(np.mean([table[name][ds][0] for ds in on])) for name in table}
+    return sorted(means.items(), key=lambda kv: -kv[1])
 
 
 def named_rows(table, name: str) -> dict[str, dict[str, float]]:
@@ -339,18 +350,36 @@ def markdown(report, rows, seconds, n) -> str:
         ho = t["held_out"]
         holds = ho["spearman"] >= t["published"] and ho["spearman"] >= t["az_nas"]
         out.append(
-            f"| {ds} | {t['n_archs']} | {fmt(t['published'])} | {fmt(t['az_nas'])} | {fmt(t['fixed'])} | "
+            f"| {DATASET_TITLES[ds]} | {t['n_archs']} | {fmt(t['published'])} | {fmt(t['az_nas'])} | "
+            f"{fmt(t['fixed'])} | "
             f"{fmt(t['by_cifar10'])} | `{ho['name']}`: **{fmt(ho['spearman'])}** | "
             f"{fmt(t['held_out_ci'][0])} .. {fmt(t['held_out_ci'][1])} | "
             f"{t['held_out_minus_az_ci'][0]:+.3f} .. {t['held_out_minus_az_ci'][1]:+.3f} | "
             f"**{'holds' if holds else 'misses'}** |"
         )
+    out += [
+        "",
+        "How firm each held-out choice is: the five ensembles the other two datasets rank highest (mean rho there), "
+        "and what each scores on the held-out dataset.",
+        "",
+        "| held out | rank | ensemble | mean rho on the other two | rho on the held-out one |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for ds in DATASETS:
+        for k, r in enumerate(target[ds]["runners_up"], 1):
+            out.append(
+                f"| {DATASET_TITLES[ds]} | {k} | `{r['name']}` | {fmt(r['selection_rho'])} | {fmt(r['spearman'])} |"
+            )
     overall = report["selected_on_all_three"]
     out += [
         "",
         f"Selected on CIFAR-10 alone: `{by_c10['name']}`. Recommended for NB-201-like spaces, selected on all three "
         f"datasets (so each of its figures is in-sample): `{overall['name']}`, "
-        + ", ".join(f"{ds} {fmt(v['spearman'])} / {fmt(v['kendall'])}" for ds, v in overall.items() if ds != "name")
+        + ", ".join(
+            f"{DATASET_TITLES[ds]} {fmt(v['spearman'])} / {fmt(v['kendall'])}"
+            for ds, v in overall.items()
+            if ds != "name"
+        )
         + ". Top 10 by mean rho over the three datasets (in-sample):",
         "",
         "| ensemble | CIFAR-10 | CIFAR-100 | ImageNet16-120 |",
