@@ -81,16 +81,6 @@ def ensemble_agreements(
     return table
 
 
-def search_ensembles(scores: dict[str, np.ndarray], accuracy: np.ndarray, sizes=(2, 3, 4)) -> list[tuple]:
-    """Every subset of the proxies (sizes 2-4) x method, as (rho, tau, method, parts), best Spearman rho first."""
-    found = []
-    for name, by_ds in ensemble_agreements({"": (scores, accuracy)}, sizes).items():
-        method, parts = name.split(":")
-        found.append((*by_ds[""], method, tuple(parts.split("+"))))
-    found.sort(key=lambda t: -t[0])
-    return found
-
-
 def select_ensemble(table: Mapping[str, Mapping[str, tuple[float, float]]], on: Sequence[str]) -> str:
     """The ensemble of ``table`` (see :func:`ensemble_agreements`) with the highest mean Spearman rho over ``on``."""
     if not on:
@@ -138,7 +128,7 @@ def scatter_grid(study, extra: dict[str, np.ndarray], path: Path) -> None:
         keep = np.isfinite(x)
         ax.scatter(x[keep], study.accuracy[keep], s=3, alpha=0.4, linewidths=0)
         set_score_scale(ax, x[keep])
-        ax.set_title(f"{name}  rho={fmt(rho)}", fontsize=8)
+        ax.set_title(f"{name}  rho={fmt(rho)}", fontsize=8 if len(name) < 40 else 5.5)
         ax.tick_params(labelsize=6)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
@@ -201,22 +191,34 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     studies = {ds: scored[ds] for ds in DATASETS}
 
-    c10 = studies["cifar10"]
-    singles = {p: c10.scores[p] for p in DEFAULT_PROXIES}
-    searched = search_ensembles(singles, c10.accuracy)
+    table = ensemble_agreements(
+        {ds: ({p: st.scores[p] for p in DEFAULT_PROXIES}, st.accuracy) for ds, st in studies.items()}
+    )
+    searched = sorted(
+        ((*table[name]["cifar10"], *name.split(":")) for name in table), key=lambda row: -row[0]
+    )  # (rho, tau, method, "a+b+...") on CIFAR-10, best first
+    held_out = leave_one_dataset_out(table, DATASETS)
     _, _, best_method, best_parts = searched[0]
+    best_parts = best_parts.split("+")
     best_name = f"{best_method}:{'+'.join(best_parts)}"
     best_by_dataset = {}
     for ds, st in studies.items():
         combined = rank_ensemble({p: st.scores[p] for p in best_parts}, best_method)
         best_by_dataset[ds] = rank_agreement(combined, st.accuracy)
-        scatter_grid(st, {f"best ensemble ({best_name})": combined}, docs / "nb201" / f"scatter_{ds}.png")
+        chosen_elsewhere, parts = held_out[ds][0].split(":")
+        extra = {
+            f"selected on CIFAR-10 ({best_name})": combined,
+            f"held out ({held_out[ds][0]})": rank_ensemble(
+                {p: st.scores[p] for p in parts.split("+")}, chosen_elsewhere
+            ),
+        }
+        scatter_grid(st, extra, docs / "nb201" / f"scatter_{ds}.png")
 
     timing_archs = space.sample(3 if args.quick else args.timing_archs, 42)
     seconds = time_proxies(space, timing_archs, args.data_dir)
 
     report = {
-        "command": "python benchmarks/nb201_correlation.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python", "benchmarks/nb201_correlation.py", *(sys.argv[1:] if argv is None else argv)]),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "torch_threads": torch.get_num_threads(),
@@ -231,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
             for ds, st in studies.items()
         },
         "searched_ensembles_top10_cifar10": [
-            {"method": m, "proxies": list(p), "spearman": r, "kendall": t} for r, t, m, p in searched[:10]
+            {"method": m, "proxies": p.split("+"), "spearman": r, "kendall": t} for r, t, m, p in searched[:10]
         ],
+        "held_out_ensembles": {
+            ds: {"name": name, "spearman": rho, "kendall": tau} for ds, (name, rho, tau) in held_out.items()
+        },
         "best_ensemble": {
             "name": best_name,
             **{ds: {"spearman": v[0], "kendall": v[1], "n": v[2]} for ds, v in best_by_dataset.items()},
@@ -334,13 +339,22 @@ def markdown(report, studies, searched, best_name, best_by_dataset, seconds, arg
         "| --- | --- | ---: | ---: |",
     ]
     for r, t, m, p in searched[:10]:
-        lines.append(f"| {m} | {' + '.join(p)} | {fmt(r)} | {fmt(t)} |")
+        lines.append(f"| {m} | {p.replace('+', ' + ')} | {fmt(r)} | {fmt(t)} |")
+    held_out = report["held_out_ensembles"]
     lines += [
+        "",
+        "Selected without looking at the dataset it is reported on (each dataset in turn held out; the ensemble with "
+        "the best mean rho on the other two): "
+        + "; ".join(
+            f"{DATASET_TITLES[ds]} `{h['name']}` {fmt(h['spearman'])} / {fmt(h['kendall'])}"
+            for ds, h in held_out.items()
+        )
+        + ". AZ-NAS and these, with intervals: [nb201_newer.md](nb201_newer.md).",
         "",
         "## Cost: archs scored per minute on this CPU",
         "",
         f"Each proxy timed alone on {len(report['timing_archs'])} archs of the sample (CIFAR-10, batch 64, "
-        f"{report['machine']['torch_threads']} torch threads, {report['machine']['cpu']}, torch "
+        f"{report['machine']['torch_threads']} torch thread(s), {report['machine']['cpu']}, torch "
         f"{report['machine']['torch']}), network construction excluded.",
         "",
         "| proxy | seconds / arch | archs / minute |",
