@@ -35,6 +35,8 @@ from gradsign_pl.scoring.policy import INIT_POLICIES
 from gradsign_pl.studies.policy_cv import cross_validate
 
 ROOT = Path(__file__).resolve().parents[1]
+TRIAGE_NEWER = ROOT / "docs" / "results" / "triage_newer.json"  # written by triage_newer_proxies.py
+NEWER_BEGIN, NEWER_END = "<!-- newer-proxies:begin -->", "<!-- newer-proxies:end -->"
 REDUCTIONS = ("sum", "mean", "active")
 NOISY = 0.02  # accuracy range between the first seeds above which a model is trained under one more seed
 
@@ -282,6 +284,40 @@ def _accuracy_noise(acc_by_seed: np.ndarray, names: list[str]) -> dict:
     }
 
 
+def newer_proxies_block(report: dict) -> str:
+    """The block triage.md carries about ZiCo, MeCo and AZ-NAS (between ``NEWER_BEGIN`` / ``NEWER_END``): the
+    cross-validated rows of ``triage_newer.json`` in the form of the table above, and whether any beats #params."""
+    cv = report["cross_validation"]
+    base = cv["params only (baseline)"]
+    newer = {scope: r for scope, r in cv.items() if scope != "params only (baseline)"}
+    best_scope, best = max(newer.items(), key=lambda kv: kv[1]["tau_cv"])
+    beats = best["tau_cv"] > base["tau_cv"]
+    lines = [
+        NEWER_BEGIN,
+        "**The newer proxies** (ZiCo, MeCo, AZ-NAS's four and their aggregation, each under the three init "
+        "policies; same models, accuracies, batch and cross-validation, from "
+        f"`{report['command']}`, details in [triage_newer.md](triage_newer.md)):",
+        "",
+        "| choose among | policies | CV Kendall tau | CV Spearman rho | chosen on all families |",
+        "| --- | ---: | ---: | ---: | --- |",
+        *[
+            f"| {scope} | {r['n_policies']} | {_f(r['tau_cv'])} | {_f(r['rho_cv'])} | `{r['chosen_all']}` |"
+            for scope, r in newer.items()
+        ],
+        "",
+        (
+            f"One of them beats #params on real models: {best_scope}, CV tau {_f(best['tau_cv'])} against "
+            f"{_f(base['tau_cv'])}."
+            if beats
+            else f"None of them beats #params on real models: the best choice among them ({best_scope}) ranks "
+            f"held-out families with CV tau {_f(best['tau_cv'])}, against {_f(base['tau_cv'])} for #params, and "
+            f"picks `{best['chosen_all']}` when all families are seen. The triage's zero-cost rung stays #params."
+        ),
+        NEWER_END,
+    ]
+    return "\n".join(lines)
+
+
 def _f(x) -> str:
     return "--" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.3f}"
 
@@ -349,6 +385,8 @@ def _markdown(
     ]
     for scope, r in cv.items():
         md.append(f"| {scope} | {r['n_policies']} | {_f(r['tau_cv'])} | {_f(r['rho_cv'])} | `{r['chosen_all']}` |")
+    if TRIAGE_NEWER.is_file():  # the newer proxies' rows, from triage_newer_proxies.py (which rewrites this block)
+        md += ["", newer_proxies_block(json.loads(TRIAGE_NEWER.read_text()))]
     gap = d["tau_cv"] - params_tau
     verdict = "meets" if gap >= 0.15 else "does not meet"
     g = cv["GradSign options rank() runs, alone (the GradSign column's scope)"]

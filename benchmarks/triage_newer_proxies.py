@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from triage_cifar10 import with_size_terms
+from triage_cifar10 import NEWER_BEGIN, NEWER_END, newer_proxies_block, with_size_terms
 from triage_models import MODELS, QUICK_MODELS, SCHEDULE, datamodule, read_trained, trained_log
 from triage_scoring import builder, key, scoring_batches
 
@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     docs = ROOT / "docs" / "results"
     (docs / "triage_newer.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     (docs / "triage_newer.md").write_text(markdown(report, len(names)))
+    triage_md = docs / "triage.md"  # the study's page carries these rows beside its own
+    text = triage_md.read_text() if triage_md.is_file() else ""
+    begin, end = text.find(NEWER_BEGIN), text.find(NEWER_END)
+    if begin >= 0 and end > begin:
+        triage_md.write_text(text[:begin] + newer_proxies_block(report) + text[end + len(NEWER_END) :])
     print((docs / "triage_newer.md").read_text())
     return 0
 
