@@ -34,6 +34,7 @@ import torch
 
 from gradsign_pl import score
 from gradsign_pl.data.batches import load_batch
+from gradsign_pl.executors import list_executors
 from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
 from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.spaces import create_space
@@ -143,15 +144,10 @@ def scatter_grid(study, extra: dict[str, np.ndarray], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="40 CIFAR-10 archs, 20 for the others; no docs written")
-    parser.add_argument("--n-cifar10", type=int, default=1000)
-    parser.add_argument("--n-others", type=int, default=500)
-    parser.add_argument("--timing-archs", type=int, default=20)
-    parser.add_argument("--data-dir", default=None, help="data directory (default $GRADSIGN_DATA or ../shared/data)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--executor", default="local", help="'local' or 'ray' (RAY_ADDRESS, else a local instance)")
+def add_study_arguments(parser: argparse.ArgumentParser, *, threads: int | None) -> None:
+    """The arguments every script over the NB-201 score caches takes (this one and nb201_newer_proxies.py)."""
+    parser.add_argument("--n-cifar10", type=int, default=1000, help="CIFAR-10 archs: the first N of the sample")
+    parser.add_argument("--n-others", type=int, default=500, help="CIFAR-100 / ImageNet16-120 archs")
     parser.add_argument(
         "--datasets",
         nargs="+",
@@ -159,7 +155,34 @@ def main(argv: list[str] | None = None) -> int:
         choices=DATASETS,
         help="datasets to score, in this order (the report needs all three)",
     )
+    parser.add_argument(
+        "--executor",
+        default="local",
+        choices=list_executors(),
+        help="where archs are scored: 'local', or 'ray' (RAY_ADDRESS, else a local instance)",
+    )
+    parser.add_argument("--data-dir", default=None, help="data directory (default $GRADSIGN_DATA or ../shared/data)")
+    parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads (per Ray worker with ray)")
+
+
+def check_study_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before any work, what :func:`add_study_arguments` cannot run."""
+    for flag, value in (("--n-cifar10", args.n_cifar10), ("--n-others", args.n_others)):
+        if not 1 <= value <= 15625:
+            parser.error(f"{flag} must be between 1 and 15625 (the NB-201 archs), got {value}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="40 CIFAR-10 archs, 20 for the others; no docs written")
+    add_study_arguments(parser, threads=None)
+    parser.add_argument("--timing-archs", type=int, default=20, help="archs each proxy is timed on (>= 1)")
     args = parser.parse_args(argv)
+    check_study_arguments(parser, args)
+    if args.timing_archs < 1:
+        parser.error(f"--timing-archs must be >= 1, got {args.timing_archs}")
     if args.threads:
         torch.set_num_threads(args.threads)
     n = (

@@ -51,7 +51,13 @@ from gradsign_pl.studies.correlation import PUBLISHED_NEWER as PUBLISHED
 from gradsign_pl.studies.report import DATASET_TITLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when imported from elsewhere
-from nb201_correlation import ensemble_agreements, leave_one_dataset_out, select_ensemble
+from nb201_correlation import (
+    add_study_arguments,
+    check_study_arguments,
+    ensemble_agreements,
+    leave_one_dataset_out,
+    select_ensemble,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("cifar10", "cifar100", "imagenet16")
@@ -127,18 +133,18 @@ def score_variants(space, ds: str, indices: list[int], data_dir) -> dict[str, np
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="30 CIFAR-10 archs, 15 for the others; no docs written")
-    parser.add_argument("--n-cifar10", type=int, default=1000)
-    parser.add_argument("--n-others", type=int, default=500)
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    add_study_arguments(parser, threads=1)
     parser.add_argument(
         "--variants", type=int, default=100, help="archs per dataset scored under the authors' protocols"
     )
     parser.add_argument("--variants-only", action="store_true", help="score only the protocol variants")
-    parser.add_argument("--executor", default="local", help="'local' or 'ray' (RAY_ADDRESS, else a local instance)")
-    parser.add_argument("--data-dir", default=None, help="data directory (default $GRADSIGN_DATA or ../shared/data)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the cost column assumes 1)")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the target's intervals")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (0: no intervals)")
     args = parser.parse_args(argv)
+    check_study_arguments(parser, args)
+    if args.bootstrap < 0 or args.variants < 0:
+        parser.error(f"--bootstrap and --variants must be >= 0, got {args.bootstrap} and {args.variants}")
+    if not args.quick and args.variants > min(args.n_cifar10, args.n_others):
+        parser.error(f"--variants {args.variants} exceeds the archs scored ({args.n_cifar10} / {args.n_others})")
     torch.set_num_threads(args.threads)
     n = (
         {"cifar10": 30, "cifar100": 15, "imagenet16": 15}

@@ -95,3 +95,25 @@ def test_bootstrap_intervals_hold_the_estimate_and_pair_the_archs():
     low, high = newer_page.bootstrap_rho(good, accuracy, 500, minus=worse)
     assert 0 < low < high
     assert all(math.isnan(v) for v in newer_page.bootstrap_rho(good, accuracy, 0))
+
+
+@pytest.mark.parametrize(
+    ("page", "args", "message"),
+    [
+        ("correlation", ["--n-others", "0"], "--n-others must be between 1 and 15625 (the NB-201 archs), got 0"),
+        ("correlation", ["--n-cifar10", "20000"], "--n-cifar10 must be between 1 and 15625"),
+        ("correlation", ["--threads", "0"], "--threads must be >= 1, got 0"),
+        ("correlation", ["--timing-archs", "0"], "--timing-archs must be >= 1, got 0"),
+        ("correlation", ["--executor", "dask"], "invalid choice: 'dask' (choose from 'local', 'ray')"),
+        ("correlation", ["--datasets", "cifar-10"], "invalid choice: 'cifar-10'"),
+        ("newer", ["--bootstrap", "-1"], "--bootstrap and --variants must be >= 0, got -1 and 100"),
+        ("newer", ["--variants", "600"], "--variants 600 exceeds the archs scored (1000 / 500)"),
+        ("newer", ["--n-others", "-5"], "--n-others must be between 1 and 15625"),
+    ],
+)
+def test_the_pages_refuse_what_they_cannot_run_before_any_work(page, args, message, capsys):
+    module = correlation_page if page == "correlation" else newer_page
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
