@@ -35,7 +35,7 @@ import torch
 from gradsign_pl import score
 from gradsign_pl.data.batches import load_batch
 from gradsign_pl.executors import list_executors
-from gradsign_pl.proxies.ensemble import METHODS, rank_ensemble
+from gradsign_pl.proxies.ensemble import METHODS, parse_ensemble, rank_ensemble
 from gradsign_pl.scoring.agreement import rank_agreement
 from gradsign_pl.spaces import create_space
 from gradsign_pl.studies.correlation import AZ_NAS, DEFAULT_PROXIES, PAPER_TABLE_5_2, PUBLISHED_NEWER, run_correlation
@@ -82,11 +82,24 @@ def ensemble_agreements(
     return table
 
 
-def select_ensemble(table: Mapping[str, Mapping[str, tuple[float, float]]], on: Sequence[str]) -> str:
-    """The ensemble of ``table`` (see :func:`ensemble_agreements`) with the highest mean Spearman rho over ``on``."""
+def ranked_by(table: Mapping[str, Mapping[str, tuple[float, float]]], on: Sequence[str]) -> list[tuple[str, float]]:
+    """Every ensemble of ``table`` (see :func:`ensemble_agreements`) with its mean Spearman rho over ``on``, best
+    first (ties keep the table's order)."""
     if not on:
         raise ValueError("select on at least one dataset")
-    return max(table, key=lambda name: float(np.mean([table[name][ds][0] for ds in on])))
+    means = {name: float(np.mean([table[name][ds][0] for ds in on])) for name in table}
+    return sorted(means.items(), key=lambda kv: -kv[1])
+
+
+def select_ensemble(table: Mapping[str, Mapping[str, tuple[float, float]]], on: Sequence[str]) -> str:
+    """The ensemble with the highest mean Spearman rho over ``on``."""
+    return ranked_by(table, on)[0][0]
+
+
+def ensemble_scores(study, name: str) -> np.ndarray:
+    """The rank ensemble ``<method>:<a>+<b>...`` of a study's cached scores."""
+    method, parts = parse_ensemble(name)
+    return rank_ensemble({p: study.scores[p] for p in parts}, method)
 
 
 def leave_one_dataset_out(
@@ -217,23 +230,16 @@ def main(argv: list[str] | None = None) -> int:
     table = ensemble_agreements(
         {ds: ({p: st.scores[p] for p in DEFAULT_PROXIES}, st.accuracy) for ds, st in studies.items()}
     )
-    searched = sorted(
-        ((*table[name]["cifar10"], *name.split(":")) for name in table), key=lambda row: -row[0]
-    )  # (rho, tau, method, "a+b+...") on CIFAR-10, best first
+    searched = [name for name, _ in ranked_by(table, ["cifar10"])]  # every ensemble, best on CIFAR-10 first
     held_out = leave_one_dataset_out(table, DATASETS)
-    _, _, best_method, best_parts = searched[0]
-    best_parts = best_parts.split("+")
-    best_name = f"{best_method}:{'+'.join(best_parts)}"
+    best_name = searched[0]
     best_by_dataset = {}
     for ds, st in studies.items():
-        combined = rank_ensemble({p: st.scores[p] for p in best_parts}, best_method)
+        combined = ensemble_scores(st, best_name)
         best_by_dataset[ds] = rank_agreement(combined, st.accuracy)
-        chosen_elsewhere, parts = held_out[ds][0].split(":")
         extra = {
             f"selected on CIFAR-10 ({best_name})": combined,
-            f"held out ({held_out[ds][0]})": rank_ensemble(
-                {p: st.scores[p] for p in parts.split("+")}, chosen_elsewhere
-            ),
+            f"held out ({held_out[ds][0]})": ensemble_scores(st, held_out[ds][0]),
         }
         scatter_grid(st, extra, docs / "nb201" / f"scatter_{ds}.png")
 
@@ -256,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
             for ds, st in studies.items()
         },
         "searched_ensembles_top10_cifar10": [
-            {"method": m, "proxies": p.split("+"), "spearman": r, "kendall": t} for r, t, m, p in searched[:10]
+            {"method": m, "proxies": p, "spearman": table[name]["cifar10"][0], "kendall": table[name]["cifar10"][1]}
+            for name in searched[:10]
+            for m, p in [parse_ensemble(name)]
         ],
         "held_out_ensembles": {
             ds: {"name": name, "spearman": rho, "kendall": tau} for ds, (name, rho, tau) in held_out.items()
@@ -361,8 +369,10 @@ def markdown(report, studies, searched, best_name, best_by_dataset, seconds, arg
         "| method | proxies | rho | tau |",
         "| --- | --- | ---: | ---: |",
     ]
-    for r, t, m, p in searched[:10]:
-        lines.append(f"| {m} | {p.replace('+', ' + ')} | {fmt(r)} | {fmt(t)} |")
+    for row in report["searched_ensembles_top10_cifar10"]:
+        lines.append(
+            f"| {row['method']} | {' + '.join(row['proxies'])} | {fmt(row['spearman'])} | {fmt(row['kendall'])} |"
+        )
     held_out = report["held_out_ensembles"]
     lines += [
         "",

@@ -55,7 +55,9 @@ from nb201_correlation import (
     add_study_arguments,
     check_study_arguments,
     ensemble_agreements,
+    ensemble_scores,
     leave_one_dataset_out,
+    ranked_by,
     select_ensemble,
 )
 
@@ -73,10 +75,8 @@ def fmt(x: float | None) -> str:
 
 
 def agreement_of(study, name: str) -> tuple[float, float, int]:
-    if name in study.scores:
-        return rank_agreement(study.scores[name], study.accuracy)
-    method, parts = name.split(":")
-    return rank_agreement(rank_ensemble({p: study.scores[p] for p in parts.split("+")}, method), study.accuracy)
+    scores = study.scores[name] if name in study.scores else ensemble_scores(study, name)
+    return rank_agreement(scores, study.accuracy)
 
 
 def verdict(ours: tuple[float, float, int], published: tuple[float | None, float | None]) -> str:
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     by_cifar10 = select_ensemble(table, ["cifar10"])
     held_out = leave_one_dataset_out(table, DATASETS)
-    overall = select_ensemble(table, DATASETS)
+    by_mean = [name for name, _ in ranked_by(table, DATASETS)]
+    overall = by_mean[0]
     target = {}
     for ds, st in studies.items():
         az = ensemble_scores(st, AZ_NAS)
@@ -241,10 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "selected_on_all_three": {"name": overall, **named_rows(table, overall)},
         "target": target,
         "bootstrap_resamples": args.bootstrap,
-        "top10_mean_rho": [
-            {"name": nm, **named_rows(table, nm)}
-            for nm in sorted(table, key=lambda k: -float(np.mean([table[k][ds][0] for ds in DATASETS])))[:10]
-        ],
+        "top10_mean_rho": [{"name": nm, **named_rows(table, nm)} for nm in by_mean[:10]],
         "authors_protocols": {
             ds: {
                 "n_archs": variants[ds][1],
@@ -264,18 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     print((docs / "nb201_newer.md").read_text())
     return 0
-
-
-def ensemble_scores(study, name: str) -> np.ndarray:
-    """The rank ensemble ``<method>:<a>+<b>...`` of a study's cached scores."""
-    method, parts = name.split(":")
-    return rank_ensemble({p: study.scores[p] for p in parts.split("+")}, method)
-
-
-def ranked_by(table, on: list[str]) -> list[tuple[str, float]]:
-    """Every ensemble with its mean Spearman rho over ``on``, best first (``select_ensemble``'s order)."""
-    means = {name: float(np.mean([table[name][ds][0] for ds in on])) for name in table}
-    return sorted(means.items(), key=lambda kv: -kv[1])
 
 
 def named_rows(table, name: str) -> dict[str, dict[str, float]]:
